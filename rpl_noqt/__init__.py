@@ -1,0 +1,39 @@
+"""rpl_noqt: unmodified PyRPL without Qt, from any thread, safely.
+
+``import rpl_noqt`` changes nothing. ``rpl_noqt.activate()`` (or
+``import rpl_noqt.auto``) makes every later ``import pyrpl`` Qt-free; see
+:mod:`rpl_noqt.activation` for exactly what that does, and
+``print(rpl_noqt.patch_record())`` for what it did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "__version__",
+    "activate",
+    "deactivate",
+    "flush_configs",
+    "is_active",
+    "patch_record",
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .activation import activate, deactivate, flush_configs, is_active, patch_record
+
+_LAZY = {name: "rpl_noqt.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that 'import rpl_noqt' imports nothing heavy and patches nothing.
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'rpl_noqt' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,37 @@
+"""Process-wide named events, for observers of many devices at once.
+
+Per-object notifications stay on each object's typed :class:`~rpl_noqt.signals.Signal`;
+these blinker signals broadcast the same facts across all boards, and blinker's
+sender filter lets an observer pick one module or one session::
+
+    from rpl_noqt import events
+
+    @events.attribute_changed.connect_via(p.rp.asg0)   # only asg0
+    def on_asg0(module, name, value): ...
+
+    events.attribute_changed.connect(log_everything)    # every module of every board
+
+Receivers run in the thread that made the change (or the event-loop thread for
+timer-driven changes); keep them short and thread-safe. Receivers are held
+weakly by default (blinker), so keep a reference to a receiver you define
+inline.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+__all__ = ("attribute_changed", "namespace", "slot_error")
+
+namespace = Namespace()
+
+#: A PyRPL module attribute changed. sender: the module; kwargs: ``name``, ``value``.
+attribute_changed = namespace.signal(
+    "attribute-changed", doc="A PyRPL module attribute changed (sender: module; name, value)."
+)
+
+#: A slot raised during an emit. sender: the signal's owner (or None);
+#: kwargs: ``signal`` (name), ``slot``, ``error``.
+slot_error = namespace.signal(
+    "slot-error", doc="A slot raised during emit (sender: owner; signal, slot, error)."
+)

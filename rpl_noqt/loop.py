@@ -1,0 +1,201 @@
+"""One background event loop per process, started lazily, stopped at exit.
+
+PyRPL's timers (config saves, PID integrator readout) and coroutines
+(``scope.single_async()``, network-analyzer sweeps, the lockbox) run on this
+loop: an asyncio loop driven by ``anyio.run`` in a daemon thread named
+``rpl-noqt-loop``, with an anyio :class:`~anyio.from_thread.BlockingPortal`
+for blocking calls from other threads.
+
+Why not ``anyio.from_thread.start_blocking_portal``: it runs the loop in a
+``ThreadPoolExecutor`` worker, which the interpreter joins *before* ``atexit``
+handlers run, so a process that forgot to stop it would hang at exit. Our
+thread is a daemon and our ``atexit`` handler stops it after running the
+shutdown callbacks (config flushes) registered with :func:`at_shutdown`.
+
+Nothing here runs at import time: the thread starts on the first
+:func:`get_loop` (the first timer start or coroutine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from .errors import LoopThreadError
+
+__all__ = (
+    "at_shutdown",
+    "call",
+    "get_loop",
+    "in_loop_thread",
+    "is_running",
+    "run_coroutine",
+    "shutdown",
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+THREAD_NAME = "rpl-noqt-loop"
+_START_TIMEOUT_S = 10.0
+
+
+class _BackgroundLoop:
+    """The process's loop thread; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._portal: BlockingPortal | None = None
+        self._thread: threading.Thread | None = None
+        self._shutdown_callbacks: list[Callable[[], object]] = []
+        self._atexit_registered = False
+
+    # -- start ---------------------------------------------------------------
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._loop is None:
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def _start(self) -> None:
+        ready = threading.Event()
+        box: dict[str, Any] = {}
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                box["portal"] = portal
+                box["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve, backend="asyncio")
+            except BaseException as exc:  # reported to the starter, then logged
+                box["error"] = exc
+                logger.exception("the rpl-noqt event loop stopped with an error")
+            finally:
+                ready.set()
+
+        thread = threading.Thread(target=run, name=THREAD_NAME, daemon=True)
+        thread.start()
+        if not ready.wait(_START_TIMEOUT_S) or "loop" not in box:
+            raise RuntimeError(f"the rpl-noqt event loop did not start: {box.get('error')!r}")
+        self._thread, self._portal, self._loop = thread, box["portal"], box["loop"]
+        self._register_atexit()
+        logger.debug("started event loop thread %s", thread.name)
+
+    def _register_atexit(self) -> None:
+        if not self._atexit_registered:
+            atexit.register(self.shutdown)
+            self._atexit_registered = True
+
+    # -- queries -------------------------------------------------------------
+    def is_running(self) -> bool:
+        thread = self._thread
+        return self._loop is not None and thread is not None and thread.is_alive()
+
+    def in_loop_thread(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.ident == threading.get_ident()
+
+    # -- calls from other threads ------------------------------------------
+    def call(self, func: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+        if self.in_loop_thread():
+            raise LoopThreadError(
+                f"blocking call of {func!r} from the event-loop thread would deadlock; await it instead"
+            )
+        self.get_loop()
+        assert self._portal is not None
+        return self._portal.call(func, *args)  # type: ignore[arg-type]
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.get_loop())
+
+    # -- stop -----------------------------------------------------------------
+    def at_shutdown(self, callback: Callable[[], object]) -> None:
+        with self._lock:
+            if callback not in self._shutdown_callbacks:
+                self._shutdown_callbacks.append(callback)
+            self._register_atexit()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Run shutdown callbacks, stop the loop (cancelling its tasks), join the thread.
+
+        Safe to call twice; the loop starts again lazily if used afterwards.
+        """
+        for callback in list(self._shutdown_callbacks):
+            try:
+                callback()
+            except Exception:
+                logger.exception("shutdown callback %r failed", callback)
+        with self._lock:
+            portal, thread, loop = self._portal, self._thread, self._loop
+            self._portal = self._thread = self._loop = None
+        if portal is None or thread is None:
+            return
+        if thread.ident == threading.get_ident():
+            raise LoopThreadError("shutdown() cannot run on the event-loop thread")
+        try:
+            portal.call(portal.stop, True)
+        except RuntimeError:  # loop already gone
+            pass
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.error("event loop thread did not stop within %.1f s (a task blocks it)", timeout)
+        elif loop is not None and not loop.is_closed():
+            logger.debug("event loop stopped")
+
+
+_LOOP = _BackgroundLoop()
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The background asyncio loop (starting its thread on first use)."""
+    return _LOOP.get_loop()
+
+
+def is_running() -> bool:
+    """Whether the loop thread is running (never starts it)."""
+    return _LOOP.is_running()
+
+
+def in_loop_thread() -> bool:
+    """Whether the caller runs on the loop thread."""
+    return _LOOP.in_loop_thread()
+
+
+def call(func: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+    """Run ``func(*args)`` (sync or async) on the loop and return its result.
+
+    Raises :class:`~rpl_noqt.errors.LoopThreadError` from the loop thread.
+    """
+    return _LOOP.call(func, *args)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the loop from any thread; returns a concurrent Future."""
+    return _LOOP.run_coroutine(coro)
+
+
+def at_shutdown(callback: Callable[[], object]) -> None:
+    """Run ``callback`` (once) before the loop stops at exit or :func:`shutdown`."""
+    _LOOP.at_shutdown(callback)
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Flush (shutdown callbacks), stop the loop, join its thread."""
+    _LOOP.shutdown(timeout)

@@ -1,0 +1,200 @@
+"""Served to PyRPL as ``pyrpl.async_utils``: the same API on a background loop.
+
+Upstream runs coroutines on a qasync loop that only turns while Qt events are
+pumped, and its ``wait`` pumps them in a busy loop from the main thread only.
+Here every coroutine runs on rpl_noqt's background asyncio loop, so:
+
+* ``ensure_future(coro)`` works from any thread and never blocks the caller;
+  the future it returns is awaitable in coroutines and cancellable anywhere.
+* ``wait(future, timeout)`` blocks the calling thread on a threading primitive
+  (no spinning) and raises ``TimeoutError("Timeout exceeded")`` on timeout,
+  leaving the future running, as upstream does.
+* ``sleep(t)`` sleeps the calling thread; ``sleep_async(t)`` awaits
+  ``asyncio.sleep`` on whatever loop runs the coroutine.
+* ``Event`` is an ``asyncio.Event`` of the background loop whose ``set`` may
+  be called from any thread.
+
+``wait`` and ``sleep`` refuse to run on the loop thread itself (they would
+deadlock it): inside coroutines use ``await`` and ``sleep_async``, as the
+upstream docstring already demands. While a thread blocks in ``wait`` or
+``sleep`` it holds no board lock (see :mod:`rpl_noqt.blocking`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from rpl_noqt import blocking as _blocking
+from rpl_noqt import loop as _loop
+from rpl_noqt.errors import LoopThreadError
+from rpl_noqt.futures import LoopFuture, schedule_coroutine
+
+__all__ = (
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "INTERACTIVE",
+    "Event",
+    "TimeoutError",
+    "asyncio_wait",
+    "ensure_future",
+    "sleep",
+    "sleep_async",
+    "wait",
+)
+
+TimeoutError = asyncio.TimeoutError  # noqa: A001 - upstream re-exports asyncio's
+FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
+FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
+ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
+
+#: Upstream switches to a Qt-GUI wait inside IPython; we never need to.
+INTERACTIVE = False
+
+
+def __getattr__(name: str) -> Any:
+    # Upstream creates these at import; here they are lazy so that importing
+    # PyRPL starts no thread and creates no application.
+    if name == "LOOP":
+        return _loop.get_loop()
+    if name == "APP":
+        from .qtwidgets import QApplication
+
+        return QApplication.instance() or QApplication(["pyrpl"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+async def sleep_async(delay: float, result: Any = None) -> Any:
+    """``await sleep_async(t)``: sleep inside a coroutine without blocking its loop."""
+    if math.isnan(delay):
+        raise ValueError("Invalid delay: NaN (not a number)")
+    return await asyncio.sleep(max(0.0, delay), result)
+
+
+def ensure_future(coroutine: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Schedule ``coroutine`` on the background loop; return its future at once."""
+    loop = _loop.get_loop()
+    if isinstance(coroutine, asyncio.Future):
+        return coroutine
+    if asyncio.iscoroutine(coroutine):
+        return schedule_coroutine(coroutine, loop)
+    if isinstance(coroutine, concurrent.futures.Future):
+        proxy = LoopFuture(loop=loop)
+        coroutine.add_done_callback(lambda f: _copy_concurrent(f, proxy))
+        return proxy
+    if hasattr(coroutine, "__await__"):
+        return schedule_coroutine(_await(coroutine), loop)
+    raise TypeError(f"ensure_future() needs a coroutine or future, got {type(coroutine).__name__}")
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _copy_concurrent(source: concurrent.futures.Future[Any], target: LoopFuture) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+async def asyncio_wait(
+    fs: Iterable[asyncio.Future[Any]], *, timeout: float | None = None, return_when: str = ALL_COMPLETED
+) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
+    """``asyncio.wait`` on the running loop (kept for upstream compatibility)."""
+    if asyncio.isfuture(fs) or asyncio.iscoroutine(fs):
+        raise TypeError(f"expect a list of futures, not {type(fs).__name__}")
+    return await asyncio.wait(set(fs), timeout=timeout, return_when=return_when)
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
+        raise ValueError(f"timeout must be None or a number of seconds, got {timeout!r}")
+    return max(0.0, float(timeout))
+
+
+def wait(future: Awaitable[Any] | concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
+    """Block the calling thread until ``future`` is done; return its result.
+
+    Raises ``TimeoutError("Timeout exceeded")`` after ``timeout`` seconds (the
+    future keeps running), and :class:`~rpl_noqt.errors.LoopThreadError` if
+    called on the event-loop thread.
+    """
+    timeout = _check_timeout(timeout)
+    if _loop.in_loop_thread():
+        raise LoopThreadError(
+            "pyrpl.async_utils.wait() was called on the event-loop thread, where it would "
+            "deadlock; inside a coroutine use 'await' instead"
+        )
+    if isinstance(future, concurrent.futures.Future):
+        return _wait_concurrent(future, timeout)
+    fut = ensure_future(future)
+    done = threading.Event()
+    if not fut.done():
+        loop = fut.get_loop()
+        loop.call_soon_threadsafe(_add_callback, fut, done)
+        with _blocking.released_locks():
+            finished = done.wait(timeout)
+        if not finished and not fut.done():
+            raise TimeoutError("Timeout exceeded")
+    return fut.result()
+
+
+def _add_callback(fut: asyncio.Future[Any], done: threading.Event) -> None:
+    asyncio.Future.add_done_callback(fut, lambda _f: done.set())
+
+
+def _wait_concurrent(future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+    with _blocking.released_locks():
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if future.done():
+                return future.result()
+            raise TimeoutError("Timeout exceeded") from None
+
+
+def sleep(time_s: float) -> None:
+    """Block the calling thread for ``time_s`` seconds (not the event loop)."""
+    if math.isnan(time_s):
+        raise ValueError("Invalid delay: NaN (not a number)")
+    if _loop.in_loop_thread():
+        raise LoopThreadError(
+            "pyrpl.async_utils.sleep() was called on the event-loop thread, where it would "
+            "stall every timer and acquisition; inside a coroutine use 'await sleep_async(t)'"
+        )
+    with _blocking.released_locks():
+        time.sleep(max(0.0, time_s))
+
+
+class Event(asyncio.Event):
+    """An asyncio Event of the background loop; ``set`` works from any thread."""
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        return _loop.get_loop()
+
+    def set(self) -> None:
+        if self._value:
+            return
+        self._value = True  # visible at once to is_set() in every thread
+        if _loop.in_loop_thread():
+            self._wake()
+        else:
+            _loop.get_loop().call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_result(True)
