@@ -7,8 +7,9 @@ not serve, so we refuse it loudly instead of failing somewhere deep inside.
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
-from importlib import metadata
+import re
 
 from .errors import UnsupportedPyrplVersionError
 
@@ -22,11 +23,28 @@ ALLOW_UNTESTED_ENV = "RPL_NOQT_ALLOW_UNTESTED_PYRPL"
 
 
 def installed_pyrpl_version() -> str | None:
-    """The installed pyrpl distribution's version, or None if not installed."""
-    try:
-        return metadata.version("pyrpl")
-    except metadata.PackageNotFoundError:
+    """The installed pyrpl's version, or None if not installed.
+
+    Read from ``pyrpl/_version.py`` as text: importing pyrpl is what we must
+    not do yet, and ``importlib.metadata`` costs more than the rest of
+    activation together.
+    """
+    spec = importlib.machinery.PathFinder.find_spec("pyrpl")
+    if spec is None or not spec.submodule_search_locations:
         return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "_version.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    match = re.search(r"__version_info__\s*=\s*\(([\d,\s]+)\)", text) or re.search(
+        r"__version__\s*=\s*[\"']([^\"']+)[\"']", text
+    )
+    if match is None:
+        return None
+    raw = match.group(1)
+    return ".".join(p.strip() for p in raw.split(",") if p.strip()) if "," in raw else raw
 
 
 def check_pyrpl_version() -> str:

@@ -26,8 +26,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import anyio
-from anyio.from_thread import BlockingPortal
+from typing import TYPE_CHECKING
 
 from .errors import LoopThreadError
 
@@ -40,6 +39,9 @@ __all__ = (
     "run_coroutine",
     "shutdown",
 )
+
+if TYPE_CHECKING:  # anyio is imported when the loop starts, not at import
+    from anyio.from_thread import BlockingPortal
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +73,9 @@ class _BackgroundLoop:
             return self._loop
 
     def _start(self) -> None:
+        import anyio
+        from anyio.from_thread import BlockingPortal
+
         ready = threading.Event()
         box: dict[str, Any] = {}
 

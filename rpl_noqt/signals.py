@@ -148,8 +148,8 @@ def _slot_arity(slot: Callable[..., Any], skip_self: bool) -> tuple[int, int | N
 
 def _annotated_types(slot: Callable[..., Any], skip_self: bool) -> list[object]:
     try:
-        params = list(inspect.signature(slot, eval_str=False).parameters.values())
-    except (TypeError, ValueError, NameError):
+        params = list(inspect.signature(slot, eval_str=True).parameters.values())
+    except Exception:  # unresolvable string annotations: nothing to check
         return []
     if skip_self and params:
         params = params[1:]

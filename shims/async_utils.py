@@ -134,6 +134,8 @@ def wait(future: Awaitable[Any] | concurrent.futures.Future[Any], timeout: float
     """
     timeout = _check_timeout(timeout)
     if _loop.in_loop_thread():
+        if asyncio.iscoroutine(future):
+            future.close()  # refused: never scheduled, so close it quietly
         raise LoopThreadError(
             "pyrpl.async_utils.wait() was called on the event-loop thread, where it would "
             "deadlock; inside a coroutine use 'await' instead"

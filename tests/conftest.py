@@ -1,0 +1,79 @@
+"""Test-suite set-up: PyRPL is imported Qt-free once, in this process.
+
+Import-time behaviour (no Qt at all, real Qt beside us, activation order) is
+tested in subprocesses (tests/test_activation.py), so this process can simply
+activate first. Strict signal type checks are on for the whole suite, so every
+emit PyRPL makes is checked against its declared types.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+# PyRPL writes its user dir (config files) at import: keep it out of $HOME.
+_USER_DIR = os.path.join(os.path.dirname(__file__), "..", ".pytest-pyrpl-user-dir")
+os.environ.setdefault("PYRPL_USER_DIR", os.path.abspath(_USER_DIR))
+os.environ["RPL_NOQT_STRICT_SIGNALS"] = "1"
+
+import rpl_noqt  # noqa: E402
+
+rpl_noqt.activate()
+
+from rpl_noqt import signals  # noqa: E402
+
+signals.set_strict_checks(True)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def pyrpl_module():
+    import pyrpl
+
+    return pyrpl
+
+
+@pytest.fixture
+def fake_pyrpl(tmp_path):
+    """A PyRPL instance on the dummy board with a config file in tmp_path; cleared after."""
+    import pyrpl
+
+    config = str(tmp_path / "cfg.yml")
+    p = pyrpl.Pyrpl(config=config, hostname="_FAKE_REDPITAYA_", gui=False)
+    try:
+        yield p
+    finally:
+        p._clear()
+
+
+@pytest.fixture
+def no_leaked_threads():
+    """Fail if a test leaves threads behind (the loop thread is shared and allowed)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [t for t in threading.enumerate() if t.ident not in before and t.name != "rpl-noqt-loop" and t.is_alive()]
+    for t in leaked:
+        t.join(5)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def run_python(tmp_path):
+    """Run code in a fresh interpreter (import-time tests need one); returns CompletedProcess."""
+    import subprocess
+
+    def run(code: str, *, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        full_env = dict(os.environ)
+        full_env.pop("DISPLAY", None)
+        full_env.pop("RPL_NOQT_STRICT_SIGNALS", None)
+        full_env["PYRPL_USER_DIR"] = str(tmp_path / "pyrpl_user_dir")
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                              timeout=timeout, cwd=str(tmp_path))
+
+    return run
