@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 
 import pytest
 
-# PyRPL writes its user dir (config files) at import: keep it out of $HOME.
-_USER_DIR = os.path.join(os.path.dirname(__file__), "..", ".pytest-pyrpl-user-dir")
-os.environ.setdefault("PYRPL_USER_DIR", os.path.abspath(_USER_DIR))
+# PyRPL writes its user dir (config files) at import: keep it out of $HOME
+# and out of the checkout.
+os.environ.setdefault("PYRPL_USER_DIR", tempfile.mkdtemp(prefix="rpl-noqt-tests-"))
 os.environ["RPL_NOQT_STRICT_SIGNALS"] = "1"
 
 import rpl_noqt  # noqa: E402
