@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = (
+    "Session",
     "__version__",
     "activate",
+    "connect",
     "deactivate",
     "flush_configs",
     "is_active",
@@ -23,8 +25,10 @@ __all__ = (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .activation import activate, deactivate, flush_configs, is_active, patch_record
+    from .session import Session, connect
 
 _LAZY = {name: "rpl_noqt.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
+_LAZY.update(connect="rpl_noqt.session", Session="rpl_noqt.session")
 
 
 def __getattr__(name: str) -> Any:

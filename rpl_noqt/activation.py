@@ -25,7 +25,7 @@ import types
 import weakref
 from typing import Any
 
-from . import loop
+from . import loop, threadsafe
 from ._compat import check_pyrpl_version
 from .errors import ActivationError
 from .importer import PyrplImportRedirector, find_pyrpl_dir
@@ -78,6 +78,7 @@ def activate() -> PatchRecord:
                      f"import redirection for pyrpl {version} installed at {pyrpl_dir}")
     redirector.when_imported("pyrpl.memory", _patch_memory)
     redirector.when_imported("pyrpl.modules", _patch_signal_launcher)
+    threadsafe.install(redirector, _record)
     logger.debug("rpl_noqt activated for pyrpl %s", version)
     return _record
 

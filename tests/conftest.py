@@ -19,6 +19,8 @@ import pytest
 # and out of the checkout.
 os.environ.setdefault("PYRPL_USER_DIR", tempfile.mkdtemp(prefix="rpl-noqt-tests-"))
 os.environ["RPL_NOQT_STRICT_SIGNALS"] = "1"
+# Qt-using tests (real PyQt5 beside the shim, PyMoDAQ) run without a display.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import rpl_noqt  # noqa: E402
 

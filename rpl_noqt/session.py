@@ -1,0 +1,260 @@
+"""One session per board: ``rpl_noqt.connect(hostname, port)``.
+
+A board (host, port) has at most one PyRPL instance and one monitor-server
+connection in the process, however many threads or plugins use it. Every
+``connect`` for the same board returns the same :class:`Session` and counts
+one more user; each user calls ``close()`` (or uses ``with``) and the board is
+disconnected when the last one does. Asking for the same board with
+different settings is an error naming both, never a silent reuse.
+
+Threading rules, in short: any thread may use ``session.pyrpl`` / ``session.rp``
+at any time; each attribute access and module method is atomic on its board;
+hold ``session.lock`` for a multi-step transaction; a thread waiting for an
+acquisition (``scope.single()``) does not hold the board meanwhile.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+from .locks import DeviceLock
+
+__all__ = ("Session", "SessionConfigError", "connect", "open_sessions")
+
+logger = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+_FAKE_HOSTS = ("_FAKE_REDPITAYA_", "_FAKE_")
+_RESERVED_KWARGS = {"hostname", "port", "gui", "config", "rpl_noqt_direct"}
+
+
+class SessionConfigError(ValueError):
+    """A connect() call's settings are invalid or conflict with an open session."""
+
+
+def _normalise_host(hostname: str) -> str:
+    if not isinstance(hostname, str) or not hostname.strip():
+        raise SessionConfigError(f"hostname must be a non-empty string, got {hostname!r}")
+    hostname = hostname.strip()
+    if hostname in _FAKE_HOSTS:
+        return "_FAKE_REDPITAYA_"
+    try:
+        return str(ipaddress.ip_address(hostname))
+    except ValueError:
+        pass
+    try:  # localhost and names in /etc/hosts resolve without a network
+        return socket.getaddrinfo(hostname, None, socket.AF_INET)[0][4][0]
+    except OSError:
+        return hostname.lower()
+
+
+def _check_port(port: object) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise SessionConfigError(f"port must be an integer from 1 to 65535, got {port!r}")
+    return port
+
+
+class Session:
+    """The one PyRPL instance of a board, shared by all its users in the process."""
+
+    def __init__(self, key: tuple[str, int], hostname: str, settings: dict[str, Any]) -> None:
+        self.key = key
+        self.hostname = hostname
+        self.port = key[1]
+        self.settings = settings
+        self._users = 0
+        self._closed = False
+        self._pyrpl: Any = None
+
+    # -- public --------------------------------------------------------------------------
+    @property
+    def pyrpl(self) -> Any:
+        """The ``pyrpl.Pyrpl`` instance (``gui=False``)."""
+        self._check_open()
+        return self._pyrpl
+
+    @property
+    def rp(self) -> Any:
+        """The board's ``RedPitaya`` object (hardware modules: ``rp.asg0`` ...)."""
+        return self.pyrpl.rp
+
+    @property
+    def lock(self) -> DeviceLock:
+        """The board's reentrant lock: ``with session.lock:`` makes a transaction."""
+        from .threadsafe import board_lock
+
+        lock = board_lock(self.pyrpl.rp)
+        assert lock is not None
+        return lock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def users(self) -> int:
+        return self._users
+
+    def close(self) -> None:
+        """Release this user's hold; the last close disconnects the board.
+
+        The config is flushed, timers stopped, acquisitions cancelled and the
+        socket closed. Closing an already closed session does nothing.
+        """
+        with _REGISTRY_LOCK:
+            if self._closed:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._closed = True
+            _SESSIONS.pop(self.key, None)
+        self._shutdown()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._users} user(s)"
+        return f"<rpl_noqt.Session {self.hostname}:{self.port} {state}>"
+
+    # -- internals -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"session {self.hostname}:{self.port} is closed; call rpl_noqt.connect() again")
+
+    def _start(self) -> None:
+        import pyrpl
+
+        kwargs = dict(self.settings["pyrpl_kwargs"])
+        direct = not self.settings["ssh"] and self.hostname not in _FAKE_HOSTS
+        if direct:
+            kwargs.update(reloadfpga=False, reloadserver=False, autostart=True, leds_off=False)
+        self._pyrpl = pyrpl.Pyrpl(
+            config=self.settings["config"],
+            hostname=self.hostname,
+            port=self.port,
+            gui=False,
+            rpl_noqt_direct=direct,
+            **kwargs,
+        )
+        logger.info("connected to %s:%d (%s)", self.hostname, self.port, "direct" if direct else "ssh")
+
+    def _shutdown(self) -> None:
+        p = self._pyrpl
+        if p is None:
+            return
+        from .threadsafe import board_lock
+
+        client = getattr(p.rp, "client", None)
+        lock = board_lock(p.rp)
+        try:
+            with lock if lock is not None else _null():
+                p._clear()  # stops timers and acquisitions, flushes the config
+        finally:
+            if client is not None:
+                client.__dict__["_rpl_noqt_closed"] = True
+                try:
+                    client.close()
+                except Exception:  # already gone
+                    logger.debug("closing the client of %s:%d failed", self.hostname, self.port, exc_info=True)
+        logger.info("disconnected from %s:%d", self.hostname, self.port)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_SESSIONS: dict[tuple[str, int], Session] = {}
+_REGISTRY_LOCK = threading.RLock()
+
+
+def open_sessions() -> list[Session]:
+    """The sessions open in this process."""
+    with _REGISTRY_LOCK:
+        return list(_SESSIONS.values())
+
+
+def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh: bool = _UNSET,
+            **pyrpl_kwargs: Any) -> Session:
+    """Open (or join) the session of the board at ``hostname:port``.
+
+    Parameters
+    ----------
+    hostname, port
+        The board's address and its monitor-server port. ``"_FAKE_REDPITAYA_"``
+        is PyRPL's dummy board.
+    config
+        A PyRPL config name (kept in ``$PYRPL_USER_DIR/config/<name>.yml``), or
+        None (the default) for an in-memory config that is never written.
+    ssh
+        True (default): PyRPL logs in over SSH, uploads the FPGA image and
+        starts the monitor server, as upstream does. False: connect straight
+        to a monitor server that already runs (our simulator, or a board whose
+        server you started), skipping SSH and the upload.
+    **pyrpl_kwargs
+        Further ``Pyrpl``/``RedPitaya`` settings (user, password, sshport, ...).
+
+    A second call for the same board returns the same session if its explicit
+    settings agree, and raises :class:`SessionConfigError` naming both if not.
+    """
+    from .activation import activate
+
+    activate()  # idempotent; refuses if pyrpl already runs on real Qt
+    key = (_normalise_host(hostname), _check_port(port))
+    reserved = _RESERVED_KWARGS & set(pyrpl_kwargs)
+    if reserved:
+        raise SessionConfigError(f"connect() sets {sorted(reserved)} itself; pass hostname/port/config/ssh instead")
+    if ssh is not _UNSET and not isinstance(ssh, bool):
+        raise SessionConfigError(f"ssh must be True or False, got {ssh!r}")
+    if config is not _UNSET and config is not None and (not isinstance(config, str) or not config.strip()):
+        raise SessionConfigError(f"config must be a config name or None, got {config!r}")
+    asked = {"config": config, "ssh": ssh, "pyrpl_kwargs": pyrpl_kwargs}
+    with _REGISTRY_LOCK:
+        session = _SESSIONS.get(key)
+        if session is not None:
+            _check_compatible(session, asked)
+            session._users += 1
+            return session
+        settings = {
+            "config": "" if config in (_UNSET, None) else config,
+            "ssh": True if ssh is _UNSET else ssh,
+            "pyrpl_kwargs": dict(pyrpl_kwargs),
+        }
+        session = Session(key, key[0] if key[0] != "_FAKE_REDPITAYA_" else hostname.strip(), settings)
+        session._start()  # under the registry lock: concurrent connects wait for this one
+        session._users = 1
+        _SESSIONS[key] = session
+        return session
+
+
+def _check_compatible(session: Session, asked: dict[str, Any]) -> None:
+    conflicts = []
+    if asked["config"] is not _UNSET:
+        wanted = "" if asked["config"] is None else asked["config"]
+        if wanted != session.settings["config"]:
+            conflicts.append(f"config={session.settings['config'] or None!r} (open) vs config={asked['config']!r} (asked)")
+    if asked["ssh"] is not _UNSET and asked["ssh"] != session.settings["ssh"]:
+        conflicts.append(f"ssh={session.settings['ssh']!r} (open) vs ssh={asked['ssh']!r} (asked)")
+    for name, value in asked["pyrpl_kwargs"].items():
+        if name in session.settings["pyrpl_kwargs"] and session.settings["pyrpl_kwargs"][name] != value:
+            conflicts.append(f"{name}={session.settings['pyrpl_kwargs'][name]!r} (open) vs {name}={value!r} (asked)")
+        elif name not in session.settings["pyrpl_kwargs"]:
+            conflicts.append(f"{name} not set (open) vs {name}={value!r} (asked)")
+    if conflicts:
+        raise SessionConfigError(
+            f"board {session.hostname}:{session.port} is already open with other settings: "
+            + "; ".join(conflicts) + ". Close it first, or connect with the same settings."
+        )

@@ -1,0 +1,348 @@
+"""Put every PyRPL board behind its :class:`~rpl_noqt.locks.DeviceLock`.
+
+Post-import hooks (registered by :func:`rpl_noqt.activate`) patch, as PyRPL's
+modules load:
+
+* ``pyrpl.attributes``: ``__get__``/``__set__`` of every attribute descriptor
+  class (present and future subclasses) take the board lock of the module
+  they are read on or written to;
+* ``pyrpl.modules``: the module metaclass wraps every public method and
+  property of every Module class (present and future) with the board lock;
+* ``pyrpl.redpitaya_client``: ``reads``/``writes`` of the clients take the
+  lock of their board (a client used on its own gets a private lock), and
+  refuse to run once their session is closed;
+* ``pyrpl.redpitaya``: each ``RedPitaya`` gets its own lock and its own copy
+  of the connection parameters (upstream shares one module-global dict
+  between all boards), and, when asked (``rpl_noqt_direct=True``), connects
+  straight to a running monitor server with no SSH and no FPGA upload;
+* ``pyrpl.memory``: config writes from the save timer take the board lock.
+
+How a module finds its board: a hardware module through its ``_rp``, a
+software module through its parents up to the ``Pyrpl`` instance; the lock is
+cached on the module after the first lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .locks import DeviceLock
+from .patching import PatchRecord
+
+__all__ = ("BoardClosedError", "board_lock", "install")
+
+logger = logging.getLogger(__name__)
+
+LOCK_ATTR = "_rpl_noqt_lock"
+DIRECT_PARAMETER = "rpl_noqt_direct"
+_CONSTRUCTION_LOCK = threading.RLock()  # RedPitaya construction swaps a module global
+_CLIENT_LOCK_LOCK = threading.Lock()  # creates private locks for stray clients
+
+
+class BoardClosedError(RuntimeError):
+    """The board's session was closed; its modules can no longer be used."""
+
+
+def board_lock(obj: Any) -> DeviceLock | None:
+    """The lock of the board ``obj`` (a PyRPL module or RedPitaya) belongs to."""
+    try:
+        d = obj.__dict__
+    except AttributeError:
+        return None
+    lock = d.get(LOCK_ATTR)
+    if lock is not None:
+        return lock
+    lock = _find_lock(obj, d)
+    if lock is not None:
+        d[LOCK_ATTR] = lock
+    return lock
+
+
+def _find_lock(obj: Any, d: dict[str, Any]) -> DeviceLock | None:
+    rp = d.get("_rp")
+    if rp is not None:
+        return rp.__dict__.get(LOCK_ATTR)
+    seen: set[int] = set()
+    parent = d.get("parent")
+    while parent is not None and id(parent) not in seen:
+        seen.add(id(parent))
+        pd = getattr(parent, "__dict__", {})
+        lock = pd.get(LOCK_ATTR)
+        if lock is not None:
+            return lock
+        rp = pd.get("rp") or pd.get("_rp")
+        if rp is not None and rp is not parent:
+            return rp.__dict__.get(LOCK_ATTR)
+        parent = pd.get("parent")
+    return None
+
+
+def _mark(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    wrapper._rpl_noqt_locked = True  # type: ignore[attr-defined]
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _locked_method(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        lock = board_lock(self)
+        if lock is None:
+            return func(self, *args, **kwargs)
+        with lock:
+            return func(self, *args, **kwargs)
+
+    return _mark(locked, func)
+
+
+def _locked_get(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def __get__(self: Any, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return func(self, instance, owner)
+        lock = board_lock(instance)
+        if lock is None:
+            return func(self, instance, owner)
+        with lock:
+            return func(self, instance, owner)
+
+    return _mark(__get__, func)
+
+
+def _locked_set(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def __set__(self: Any, instance: Any, value: Any) -> None:
+        lock = board_lock(instance)
+        if lock is None:
+            return func(self, instance, value)
+        with lock:
+            return func(self, instance, value)
+
+    return _mark(__set__, func)
+
+
+def _is_locked(obj: object) -> bool:
+    return bool(getattr(obj, "_rpl_noqt_locked", False))
+
+
+def install(redirector: Any, record: PatchRecord) -> None:
+    """Register the hooks on ``redirector`` (idempotent through the record)."""
+    redirector.when_imported("pyrpl.attributes", lambda m: _patch_attributes(m, record))
+    redirector.when_imported("pyrpl.modules", lambda m: _patch_modules(m, record))
+    redirector.when_imported("pyrpl.redpitaya_client", lambda m: _patch_clients(m, record))
+    redirector.when_imported("pyrpl.redpitaya", lambda m: _patch_redpitaya(m, record))
+    redirector.when_imported("pyrpl.memory", lambda m: _patch_memory_writes(m, record))
+
+
+# -- attribute descriptors -----------------------------------------------------------------
+def _lock_descriptor_class(cls: type, record: PatchRecord) -> None:
+    for name, make in (("__get__", _locked_get), ("__set__", _locked_set)):
+        func = cls.__dict__.get(name)
+        if func is not None and not _is_locked(func):
+            record.patch_attribute(cls, name, make(func), "takes the board lock of the module read or written")
+
+
+def _patch_attributes(module: types.ModuleType, record: PatchRecord) -> None:
+    base = module.BaseAttribute
+    if record.is_patched(base, "__init_subclass__"):
+        return
+    pending = [base]
+    while pending:
+        cls = pending.pop()
+        _lock_descriptor_class(cls, record)
+        pending.extend(cls.__subclasses__())
+
+    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+        super(base, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+        _lock_descriptor_class(cls, record)
+
+    record.patch_attribute(base, "__init_subclass__", classmethod(__init_subclass__),
+                           "attribute descriptor classes defined later are locked too")
+
+
+# -- module classes ------------------------------------------------------------------------
+def _lock_module_class(cls: type, record: PatchRecord) -> int:
+    wrapped = 0
+    for name, value in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(value) and not _is_locked(value):
+            setattr(cls, name, _locked_method(value))
+            wrapped += 1
+        elif isinstance(value, property) and not _is_locked(value.fget):
+            setattr(cls, name, property(
+                _locked_method(value.fget) if value.fget else None,
+                _locked_method(value.fset) if value.fset else None,
+                value.fdel, value.__doc__,
+            ))
+            wrapped += 1
+    return wrapped
+
+
+def _patch_modules(module: types.ModuleType, record: PatchRecord) -> None:
+    meta = module.ModuleMetaClass
+    if record.is_patched(meta, "__init__"):
+        return
+    original_init = meta.__init__
+    pending = [module.Module]
+    count = 0
+    while pending:
+        cls = pending.pop()
+        count += _lock_module_class(cls, record)
+        pending.extend(cls.__subclasses__())
+
+    def __init__(cls: type, classname: str, bases: tuple[type, ...], class_dict: dict[str, Any]) -> None:
+        original_init(cls, classname, bases, class_dict)
+        _lock_module_class(cls, record)
+
+    record.patch_attribute(meta, "__init__", _mark(__init__, original_init),
+                           "every public method and property of every Module class takes the board lock")
+    logger.debug("locked %d methods/properties of existing Module classes", count)
+
+
+# -- clients --------------------------------------------------------------------------------------
+def _client_lock(client: Any) -> DeviceLock:
+    lock = client.__dict__.get(LOCK_ATTR)
+    if lock is None:  # a client used on its own, outside any RedPitaya
+        with _CLIENT_LOCK_LOCK:
+            lock = client.__dict__.setdefault(LOCK_ATTR, DeviceLock(f"client-{id(client):x}"))
+    return lock
+
+
+def _locked_io(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def io(self: Any, addr: int, arg: Any) -> Any:
+        if self.__dict__.get("_rpl_noqt_closed"):
+            raise BoardClosedError(
+                f"the session of this board was closed; register access at {addr:#010x} refused"
+            )
+        with _client_lock(self):
+            return func(self, addr, arg)
+
+    return _mark(io, func)
+
+
+def _patch_clients(module: types.ModuleType, record: PatchRecord) -> None:
+    for cls in (module.MonitorClient, module.DummyClient):
+        for name in ("reads", "writes"):
+            func = cls.__dict__[name]
+            if not _is_locked(func):
+                record.patch_attribute(cls, name, _locked_io(func),
+                                       "one request/response at a time per board (no stream desync)")
+
+
+# -- RedPitaya ------------------------------------------------------------------------------------
+class _NoShell:
+    """Stands in for the SSH shell of a board reached directly (no SSH)."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.channel = types.SimpleNamespace(close=lambda: None)
+
+    def ask(self, question: str = "") -> str:
+        logger.debug("direct connection to %s: shell command %r skipped", self.hostname, question)
+        return ""
+
+    def startscp(self) -> None:
+        pass
+
+
+def _direct(rp: Any) -> bool:
+    return bool(getattr(rp, "parameters", {}).get(DIRECT_PARAMETER))
+
+
+def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
+    cls = module.RedPitaya
+    if record.is_patched(cls, "__init__"):
+        return
+    pristine = dict(module.defaultparameters)
+    original_init = cls.__init__
+
+    def __init__(self: Any, config: Any = None, **kwargs: Any) -> None:
+        lock = DeviceLock(str(kwargs.get("hostname", "redpitaya")))
+        self.__dict__[LOCK_ATTR] = lock
+        with _CONSTRUCTION_LOCK:
+            # upstream aliases one module-global dict as every board's
+            # parameters; give this board a fresh copy of the defaults
+            module.defaultparameters = dict(pristine)
+            try:
+                with lock:
+                    original_init(self, config, **kwargs)
+            finally:
+                own = getattr(self, "parameters", None)
+                module.defaultparameters = dict(pristine)
+        if own is not None:
+            lock.name = f"{own.get('hostname')}:{own.get('port')}"
+        tree = getattr(self, "c", None)
+        if tree is not None:
+            tree.__dict__[LOCK_ATTR] = lock
+
+    record.patch_attribute(cls, "__init__", _mark(__init__, original_init),
+                           "own board lock and own copy of the connection parameters per RedPitaya")
+
+    def attach_lock(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def start(self: Any) -> Any:
+            result = func(self)
+            if self.client is not None:
+                self.client.__dict__[LOCK_ATTR] = board_lock(self)
+            return result
+
+        return _mark(start, func)
+
+    for name in ("startclient", "startdummyclient"):
+        record.patch_attribute(cls, name, attach_lock(cls.__dict__[name]),
+                               "the client shares its board's lock")
+
+    def direct_or(name: str, direct_impl: Callable[..., Any]) -> None:
+        upstream = cls.__dict__[name]
+
+        @functools.wraps(upstream)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _direct(self):
+                return direct_impl(self, *args, **kwargs)
+            return upstream(self, *args, **kwargs)
+
+        record.patch_attribute(cls, name, _mark(method, upstream),
+                               f"with {DIRECT_PARAMETER}=True: {direct_impl.__doc__}")
+
+    def no_ssh(self: Any, attempt: int = 0) -> bool:
+        """no SSH login; a stand-in shell answers nothing"""
+        self.ssh = _NoShell(self.parameters["hostname"])
+        return True
+
+    def no_os_version(self: Any) -> None:
+        """OS version not queried (no shell)"""
+        self.os_version = "unknown (direct connection)"
+
+    def no_server_start(self: Any, port: int | None = None) -> int:
+        """the monitor server already runs; (re)connecting is all there is to do"""
+        return self.parameters["port"]
+
+    direct_or("start_ssh", no_ssh)
+    direct_or("get_os_version", no_os_version)
+    direct_or("startserver", no_server_start)
+    direct_or("restartserver", no_server_start)
+
+
+def _patch_memory_writes(module: types.ModuleType, record: PatchRecord) -> None:
+    cls = module.MemoryTree
+    func = cls.__dict__["_write_to_file"]
+    if _is_locked(func):
+        return
+
+    @functools.wraps(func)
+    def _write_to_file(self: Any) -> Any:
+        lock = self.__dict__.get(LOCK_ATTR)
+        with lock if lock is not None else contextlib.nullcontext():
+            return func(self)
+
+    record.patch_attribute(cls, "_write_to_file", _mark(_write_to_file, func),
+                           "the save timer writes the config under the board lock (no dict mutated mid-dump)")
