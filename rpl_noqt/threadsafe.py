@@ -15,7 +15,10 @@ modules load:
   of the connection parameters (upstream shares one module-global dict
   between all boards), and, when asked (``rpl_noqt_direct=True``), connects
   straight to a running monitor server with no SSH and no FPGA upload;
-* ``pyrpl.memory``: config writes from the save timer take the board lock.
+* ``pyrpl.memory``: config writes from the save timer take the board lock;
+* ``pyrpl.acquisition_module``: blocking ``single()`` calls on one module
+  queue instead of cancelling each other (upstream's ``_renew_run`` cancels
+  the previous run: fine for one GUI button, wrong for several threads).
 
 How a module finds its board: a hardware module through its ``_rp``, a
 software module through its parents up to the ``Pyrpl`` instance; the lock is
@@ -33,6 +36,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from . import blocking
 from .locks import DeviceLock
 from .patching import PatchRecord
 
@@ -139,6 +143,7 @@ def install(redirector: Any, record: PatchRecord) -> None:
     redirector.when_imported("pyrpl.redpitaya_client", lambda m: _patch_clients(m, record))
     redirector.when_imported("pyrpl.redpitaya", lambda m: _patch_redpitaya(m, record))
     redirector.when_imported("pyrpl.memory", lambda m: _patch_memory_writes(m, record))
+    redirector.when_imported("pyrpl.acquisition_module", lambda m: _patch_acquisitions(m, record))
 
 
 # -- attribute descriptors -----------------------------------------------------------------
@@ -346,3 +351,30 @@ def _patch_memory_writes(module: types.ModuleType, record: PatchRecord) -> None:
 
     record.patch_attribute(cls, "_write_to_file", _mark(_write_to_file, func),
                            "the save timer writes the config under the board lock (no dict mutated mid-dump)")
+
+
+def _patch_acquisitions(module: types.ModuleType, record: PatchRecord) -> None:
+    cls = module.AcquisitionModule
+    func = cls.__dict__["single"]
+    if getattr(func, "_rpl_noqt_queued", False):
+        return
+
+    @functools.wraps(func)
+    def single(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run_lock = self.__dict__.get("_rpl_noqt_run_lock")
+        if run_lock is None:
+            with _CLIENT_LOCK_LOCK:
+                run_lock = self.__dict__.setdefault("_rpl_noqt_run_lock", threading.Lock())
+        if not run_lock.acquire(blocking=False):
+            # wait for the running acquisition without holding the board,
+            # or its owner could not finish (lock order: run lock, then board)
+            with blocking.released_locks():
+                run_lock.acquire()
+        try:
+            return func(self, *args, **kwargs)
+        finally:
+            run_lock.release()
+
+    single._rpl_noqt_queued = True  # type: ignore[attr-defined]
+    record.patch_attribute(cls, "single", _mark(single, func),
+                           "concurrent blocking single() calls on one module queue, each gets its own curve")

@@ -80,3 +80,23 @@ def run_python(tmp_path):
                               timeout=timeout, cwd=str(tmp_path))
 
     return run
+
+
+@pytest.fixture
+def sim():
+    """A simulated Red Pitaya on an ephemeral loopback port, stopped after the test."""
+    from rpl_noqt.sim import Simulator
+
+    with Simulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def session(sim):
+    """A direct (no SSH) session on the simulator, closed after the test."""
+    s = rpl_noqt.connect(sim.host, sim.port, ssh=False)
+    try:
+        yield s
+    finally:
+        while not s.closed:
+            s.close()
