@@ -166,25 +166,30 @@ class DspBus:
         t = np.asarray(t, dtype=float)
         if slot in ctx.overrides:
             return np.full(t.shape, ctx.overrides[slot])
-        key = ("sig", slot)
+        if slot >= MODULES and slot != 14:  # no state: a loop always passes through a module
+            return self._route(slot, t, ctx)
+        block = self.blocks[7 if slot == 14 else slot]
+        key = ("sig", block.number)
         if key in ctx.stack:
-            block = self.blocks.get(slot)
-            return block.fallback(t) if block is not None else np.zeros(t.shape)
+            return block.fallback(t)
         ctx.stack.add(key)
         try:
-            if slot < MODULES:
-                return self.blocks[slot].output_signal(t, ctx)
-            if slot in (8, 9):
-                return self.model.asg[slot - 8].output(t)
-            if slot in (10, 11):
-                return self.analog_in(slot - 9, t, ctx)
-            if slot in (12, 13):
-                return self.out_sum(slot - 11, t, ctx)
-            if slot == 14:
-                return self.blocks[7].second_quadrature(t, ctx)  # type: ignore[attr-defined]
-            return np.zeros(t.shape)
+            return self._route(slot, t, ctx)
         finally:
             ctx.stack.discard(key)
+
+    def _route(self, slot: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
+        if slot < MODULES:
+            return self.blocks[slot].output_signal(t, ctx)
+        if slot in (8, 9):
+            return self.model.asg[slot - 8].output(t)
+        if slot in (10, 11):
+            return self.analog_in(slot - 9, t, ctx)
+        if slot in (12, 13):
+            return self.out_sum(slot - 11, t, ctx)
+        if slot == 14:
+            return self.blocks[7].second_quadrature(t, ctx)  # type: ignore[attr-defined]
+        return np.zeros(t.shape)
 
     def input_of(self, slot: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         sel = self.input_select[slot]
@@ -229,24 +234,29 @@ class DspBus:
     # -- phasor view ----------------------------------------------------------
     def spectrum(self, slot: int, ctx: EvalContext) -> Spectrum:
         """Steady-state spectrum of ``output_signal[slot]``."""
-        key = ("spec", slot)
+        if slot >= MODULES and slot != 14:
+            return self._route_spectrum(slot, ctx)
+        key = ("spec", 7 if slot == 14 else slot)
         if key in ctx.stack:
             return Spectrum()
         ctx.stack.add(key)
         try:
-            if slot < MODULES:
-                return self.blocks[slot].signal_spectrum(ctx)
-            if slot in (8, 9):
-                return self.model.asg[slot - 8].spectrum()
-            if slot in (10, 11):
-                return self.in_spectrum(slot - 9, ctx)
-            if slot in (12, 13):
-                return self.out_spectrum(slot - 11, ctx)
-            if slot == 14:
-                return self.blocks[7].second_quadrature_spectrum(ctx)  # type: ignore[attr-defined]
-            return Spectrum()
+            return self._route_spectrum(slot, ctx)
         finally:
             ctx.stack.discard(key)
+
+    def _route_spectrum(self, slot: int, ctx: EvalContext) -> Spectrum:
+        if slot < MODULES:
+            return self.blocks[slot].signal_spectrum(ctx)
+        if slot in (8, 9):
+            return self.model.asg[slot - 8].spectrum()
+        if slot in (10, 11):
+            return self.in_spectrum(slot - 9, ctx)
+        if slot in (12, 13):
+            return self.out_spectrum(slot - 11, ctx)
+        if slot == 14:
+            return self.blocks[7].second_quadrature_spectrum(ctx)  # type: ignore[attr-defined]
+        return Spectrum()
 
     def input_spectrum(self, slot: int, ctx: EvalContext) -> Spectrum:
         sel = self.input_select[slot]

@@ -106,12 +106,10 @@ class Pid(DspBlock):
         self.ival = float(np.clip(value, -4.0, IVAL_MAX))
         self._record(now, self.ival)
 
-    def _record(self, t: float, v: float) -> None:
-        if len(self._hist_t) >= HISTORY:
-            self._hist_t = self._hist_t[HISTORY // 2 :]
-            self._hist_v = self._hist_v[HISTORY // 2 :]
-        self._hist_t = np.append(self._hist_t, t)
-        self._hist_v = np.append(self._hist_v, v)
+    def _record(self, t: float | np.ndarray, v: float | np.ndarray) -> None:
+        """Append to the integrator history used to evaluate past outputs (scope)."""
+        self._hist_t = np.concatenate([self._hist_t, np.atleast_1d(t)])[-HISTORY:]
+        self._hist_v = np.concatenate([self._hist_v, np.atleast_1d(v)])[-HISTORY:]
 
     def ival_at(self, t: np.ndarray) -> np.ndarray:
         if len(self._hist_t) == 0:
@@ -146,33 +144,60 @@ class Pid(DspBlock):
     def active(self) -> bool:
         return self.i_rate != 0.0 or self.p_gain != 0.0
 
-    def step(self, t: float, dt: float) -> None:
-        """Advance the integrator to time ``t`` over a step of ``dt`` seconds."""
+    def loop_gain(self, t: float) -> tuple[float, float]:
+        """``(d error / d output, error)`` at time ``t``, noise-free.
+
+        Measured by forcing this PID's output to two values and evaluating its
+        input through the current routing (so any path out -> cable -> in counts).
+        """
         tt = np.array([t])
         base = self.state_output()
-        ctx = EvalContext(self.model.rng)
-        ctx.overrides[self.number] = base
-        e_noisy = float(self.error(tt, ctx)[0])
         quiet = EvalContext(None, 0.0)
         quiet.overrides[self.number] = base
         e0 = float(self.error(tt, quiet)[0])
         delta = 1e-3 if base < 0.5 else -1e-3
         quiet.overrides[self.number] = base + delta
-        gain = (float(self.error(tt, quiet)[0]) - e0) / delta  # d error / d output
+        return (float(self.error(tt, quiet)[0]) - e0) / delta, e0
+
+    def advance(self, times: np.ndarray, dt: float, gain: float) -> None:
+        """Advance the integrator through ``times`` (steps of ``dt`` seconds).
+
+        The input is evaluated once, vectorised, with this PID's output held at
+        its current value (``e_ext``); within the step loop the feedback through
+        the routing is the linear term ``gain * (output - held output)``, with
+        ``gain`` from :meth:`loop_gain`.  Each step is implicit Euler, solved in
+        closed form, so it is stable for any ``dt`` when the loop is negative
+        feedback; positive feedback runs away like the hardware does.
+        """
+        base = self.state_output()
+        ctx = EvalContext(self.model.rng)
+        ctx.overrides[self.number] = base
+        e_ext = self.error(times, ctx)
         p = self.p_gain
-        unclamped = self.ival + p * self.last_err
-        at_limit = bool(self.clamp(unclamped) != np.clip(unclamped, -1.0, V_MAX)) or abs(unclamped) >= 1.0
-        denom_p = 1.0 - p * gain
-        dout_dival = 0.0 if at_limit else (1.0 / denom_p if abs(denom_p) > 1e-3 else 1.0)
-        g_eff = gain * dout_dival
         k = self.i_rate
-        denom = 1.0 - k * dt * g_eff
-        if denom < 1.0:  # positive feedback: explicit step, let it run away like the hardware
-            denom = 1.0
-        d_ival = k * dt * e_noisy / denom
-        self.ival = float(np.clip(self.ival + d_ival, -4.0, IVAL_MAX))
-        if at_limit or denom_p <= 1e-3:
-            self.last_err = e0
-        else:  # solve the (instantaneous) P loop for the new integrator value
-            self.last_err = (e0 + gain * (self.ival - base)) / denom_p
-        self._record(t, self.ival)
+        lo = signed(self.out_min, 14) / CODES_PER_VOLT
+        hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
+        lo = max(lo, -1.0)
+        denom_p = 1.0 - p * gain
+        ival = self.ival
+        err = self.last_err
+        hist = np.empty(len(times))
+        for i, e0 in enumerate(e_ext):
+            out = ival + p * err
+            if lo < out < hi and denom_p > 1e-3:
+                # error(ival) = a + g_eff * ival on the linear (unsaturated) branch
+                g_eff = gain / denom_p
+                a = (e0 - gain * base) / denom_p
+            else:
+                g_eff = 0.0
+                a = e0 + gain * (min(max(out, lo), hi) - base)
+            if k * g_eff < 0:
+                ival = (ival + k * dt * a) / (1.0 - k * dt * g_eff)
+            else:
+                ival = ival + k * dt * (a + g_eff * ival)
+            ival = min(max(ival, -4.0), IVAL_MAX)
+            err = a + g_eff * ival
+            hist[i] = ival
+        self.ival = float(ival)
+        self.last_err = float(err)
+        self._record(times, hist)

@@ -1,0 +1,217 @@
+"""Register model of PyRPL's FPGA image: address decode, time base, locking.
+
+``FpgaModel.read``/``write`` take absolute bus addresses as the monitor_server
+receives them (0x40000000 hk, 0x40100000 scope, 0x40200000 asg, 0x40300000 DSP
+bus, 0x40400000 ams) and return/accept 32-bit words.  Unmapped addresses read
+0 and ignore writes, like the ``default`` branches of the RTL decoders.
+
+Every public method takes the model lock, so tests may change the analog
+loopback or inject tones from any thread while the server thread serves
+PyRPL.  Before each access the slow state (PID integrators) is advanced to the
+current time; everything else is computed in closed form when read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from .ams import AMS_BASE, Ams
+from .analog import AnalogFrontend, Loopback
+from .asg import ASG_BASE, Asg, AsgChannel
+from .clock import Clock
+from .dsp import DSP_BASE, SLOT_NAMES, DspBus, EvalContext
+from .hk import HK_BASE, Hk
+from .iir import Iir
+from .iq import Iq
+from .pid import Pid
+from .scope import N as SCOPE_SAMPLES
+from .scope import SCOPE_BASE, Scope
+from .trig import Trig
+
+log = logging.getLogger(__name__)
+
+#: maximum integrator steps per access; implicit Euler keeps long steps stable
+MAX_STEPS = 256
+_SLOTS = {name: n for n, name in SLOT_NAMES.items()}
+
+
+class FpgaModel:
+    """The simulated FPGA.  Thread-safe: every public method holds ``self.lock``."""
+
+    def __init__(self, seed: int | None = None, clock: Clock | None = None) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock if clock is not None else Clock()
+        self._seed = seed
+        self._build()
+
+    def _build(self) -> None:
+        self.rng = np.random.default_rng(self._seed)
+        self.analog = AnalogFrontend()
+        self.hk = Hk()
+        self.ams = Ams()
+        self.asg_block = Asg(self)
+        self.asg: list[AsgChannel] = self.asg_block.channels
+        self.bus = DspBus(self)
+        for n in range(3):
+            self.bus.blocks[n] = Pid(self, n)
+        self.bus.blocks[3] = Trig(self, 3)
+        self.bus.blocks[4] = Iir(self, 4)
+        for n in range(5, 8):
+            self.bus.blocks[n] = Iq(self, n)
+        self.scope = Scope(self)
+        self._t_dyn = self.clock.now()
+        self.version = 0  # bumped by every write: caches of derived quantities key on it
+        self._gain_cache: dict[tuple[int, int], float] = {}
+
+    # -- bus access ------------------------------------------------------------------
+    def read(self, address: int, count: int = 1) -> np.ndarray:
+        """``count`` 32-bit words starting at absolute ``address``."""
+        with self.lock:
+            self.advance()
+            fast = self._read_scope_block(address, count)
+            if fast is not None:
+                return fast
+            out = np.empty(count, dtype=np.uint32)
+            for i in range(count):
+                out[i] = self._read_word((address + 4 * i) & 0xFFFFFFFF) & 0xFFFFFFFF
+            return out
+
+    def write(self, address: int, values: Sequence[int] | np.ndarray) -> None:
+        """Write 32-bit words starting at absolute ``address``."""
+        values = np.asarray(values, dtype=np.uint64).astype(np.int64)
+        with self.lock:
+            self.advance()
+            self._bump()
+            if address & 0xFFF00000 == ASG_BASE and self.asg_block.write_block(address - ASG_BASE, values):
+                return
+            for i, v in enumerate(values):
+                self._write_word((address + 4 * i) & 0xFFFFFFFF, int(v) & 0xFFFFFFFF)
+
+    def _read_scope_block(self, address: int, count: int) -> np.ndarray | None:
+        if address & 0xFFF00000 != SCOPE_BASE or address % 4:
+            return None
+        offset = address - SCOPE_BASE
+        if not 0x10000 <= offset < 0x30000:
+            return None
+        channel = (offset >> 16) - 1
+        index = (offset & 0xFFFF) >> 2
+        if index + count > SCOPE_SAMPLES:
+            return None
+        return self.scope.read_buffer(channel, index, count).astype(np.uint32)
+
+    def _decode(self, address: int):
+        region = address & 0xFFF00000
+        offset = address & 0x000FFFFF
+        if region == HK_BASE:
+            return self.hk, offset
+        if region == SCOPE_BASE:
+            return self.scope, offset
+        if region == ASG_BASE:
+            return self.asg_block, offset
+        if region == DSP_BASE:
+            return self.bus, address
+        if region == AMS_BASE:
+            return self.ams, offset
+        return None, offset
+
+    def _read_word(self, address: int) -> int:
+        block, offset = self._decode(address)
+        if block is None:
+            log.debug("read of unmapped address %#010x", address)
+            return 0
+        return int(block.read(offset))
+
+    def _write_word(self, address: int, value: int) -> None:
+        block, offset = self._decode(address)
+        if block is None:
+            log.debug("write of %#x to unmapped address %#010x ignored", value, address)
+            return
+        block.write(offset, value)
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._gain_cache.clear()
+
+    # -- time ----------------------------------------------------------------------------
+    def advance(self) -> None:
+        """Step the PID integrators up to the current time."""
+        with self.lock:
+            now = self.clock.now()
+            dt_total = now - self._t_dyn
+            if dt_total <= 0:
+                return
+            pids = [b for n, b in self.bus.blocks.items() if n < 3 and b.active()]  # type: ignore[attr-defined]
+            if not pids:
+                self._t_dyn = now
+                return
+            rates = [abs(p.i_rate) for p in pids if p.i_rate]
+            dt_nom = min(1e-3, 0.5 / max(rates)) if rates else dt_total
+            steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
+            dt = dt_total / steps
+            times = self._t_dyn + dt * np.arange(1, steps + 1)
+            for p in pids:
+                key = (self.version, p.number)
+                gain = self._gain_cache.get(key)
+                if gain is None:
+                    gain = self._gain_cache[key] = p.loop_gain(now)[0]
+                p.advance(times, dt, gain)
+            self._t_dyn = now
+
+    # -- conveniences for tests (all thread-safe) -----------------------------------------------
+    def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:
+        """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""
+        with self.lock:
+            self.advance()
+            self._bump()
+            return self.analog.set_loopback(channel, **settings)
+
+    def inject_tone(
+        self,
+        channel: int,
+        frequency: float,
+        amplitude: float,
+        phase_deg: float = 0.0,
+        reference: str | None = None,
+    ) -> int:
+        """Add ``amplitude * sin(2 pi f t + phase)`` to input ``channel`` (1 or 2).
+
+        Without ``reference`` the phase refers to model time 0.  With
+        ``reference='iq0'`` (or iq1/iq2) it refers to that module's local
+        oscillator as it runs now: an IQ module demodulating at the same
+        frequency then reports exactly ``phase_deg`` (like a generator locked to
+        the Red Pitaya's reference).  Returns an id for :meth:`remove_tone`.
+        """
+        with self.lock:
+            self.advance()
+            origin = 0.0
+            if reference is not None:
+                if reference not in ("iq0", "iq1", "iq2"):
+                    raise ValueError(f"tone reference must be None, 'iq0', 'iq1' or 'iq2', got {reference!r}")
+                iq = self.bus.blocks[_SLOTS[reference]]
+                now = self.clock.now()
+                origin = float(iq.theta(now)) - 2 * math.pi * frequency * now  # type: ignore[attr-defined]
+            return self.analog.add_tone(channel, frequency, amplitude, phase_deg, origin)
+
+    def remove_tone(self, tone_id: int | None = None) -> None:
+        """Remove one injected tone (or all with ``None``)."""
+        with self.lock:
+            self.analog.remove_tone(tone_id)
+
+    def signal(self, name: str) -> float:
+        """Current value (V) of a DSP signal by PyRPL name ('in1', 'pid0', 'asg0', ...)."""
+        if name not in _SLOTS:
+            raise ValueError(f"unknown signal {name!r}; allowed: {sorted(_SLOTS)}")
+        with self.lock:
+            self.advance()
+            ctx = EvalContext(self.rng)
+            return float(self.bus.signal(_SLOTS[name], np.array([self.clock.now()]), ctx)[0])
+
+    def reset(self) -> None:
+        """Power-cycle the FPGA: every register back to its reset value."""
+        with self.lock:
+            self._build()
