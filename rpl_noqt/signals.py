@@ -73,7 +73,9 @@ class ConnectionType(IntEnum):
 
 
 _DIRECT, _QUEUED = 0, 1
-_STATE = {"strict": bool(os.environ.get("RPL_NOQT_STRICT_SIGNALS")), "errors": "log"}
+_STATE = {"errors": "log"}
+# A plain module global: emit() reads it on every call, so keep it one lookup.
+_STRICT = bool(os.environ.get("RPL_NOQT_STRICT_SIGNALS"))
 _NUMBER_WIDENING: dict[type, tuple[type, ...]] = {
     float: (float, int),
     complex: (complex, float, int),
@@ -82,12 +84,13 @@ _NUMBER_WIDENING: dict[type, tuple[type, ...]] = {
 
 def set_strict_checks(enabled: bool) -> None:
     """Check the type of every emitted value (slower; on in our test suite)."""
-    _STATE["strict"] = bool(enabled)
+    global _STRICT
+    _STRICT = bool(enabled)
 
 
 def strict_checks() -> bool:
     """Whether emit-time type checks are on."""
-    return bool(_STATE["strict"])
+    return _STRICT
 
 
 def set_slot_error_mode(mode: Literal["log", "raise"]) -> None:
@@ -210,15 +213,19 @@ class Signal:
 class SignalInstance:
     """A signal bound to one object: ``connect``, ``disconnect``, ``emit``."""
 
-    __slots__ = ("_types", "_nargs", "_name", "_owner_ref", "_slots", "_lock", "_blocked", "__weakref__")
+    __slots__ = ("_types", "_nargs", "_name", "_owner_ref", "_slots", "_direct", "_queued", "_lock", "_blocked",
+                 "__weakref__")
 
     def __init__(self, types: tuple[type, ...] = (), name: str = "signal", owner: object = None) -> None:
         self._types = tuple(_normalise_type(t) for t in types)
         self._nargs = len(self._types)
         self._name = name
         self._owner_ref = _weak_or_none(owner)
-        # each connection: (weakref-to-receiver or None, function, n_args, mode, key)
+        # each connection: (weakref-to-receiver or None, function, n_args, mode, key);
+        # _direct and _queued are derived from it on every change, for emit()
         self._slots: tuple[tuple[Any, Callable[..., Any], int, int, object], ...] = ()
+        self._direct: tuple[tuple[Any, Callable[..., Any], int | None], ...] = ()
+        self._queued: tuple[tuple[Any, Callable[..., Any], int], ...] = ()
         self._lock = threading.Lock()
         self._blocked = bool(getattr(owner, "_rpl_signals_blocked", False))
 
@@ -252,7 +259,7 @@ class SignalInstance:
         with self._lock:
             if unique and any(e[4] == entry[4] for e in self._slots):
                 raise TypeError(f"{self._describe()}: slot {slot!r} is already connected (UniqueConnection)")
-            self._slots = (*self._slots, entry)
+            self._set_slots((*self._slots, entry))
         return slot
 
     def disconnect(self, slot: Callable[..., Any] | SignalInstance | None = None) -> None:
@@ -264,12 +271,12 @@ class SignalInstance:
             if slot is None:
                 if not self._slots:
                     raise TypeError(f"{self._describe()}.disconnect(): no connections")
-                self._slots = ()
+                self._set_slots(())
                 return
             key = _slot_key(slot)
             for i, entry in enumerate(self._slots):
                 if entry[4] == key:
-                    self._slots = self._slots[:i] + self._slots[i + 1 :]
+                    self._set_slots(self._slots[:i] + self._slots[i + 1 :])
                     return
         raise TypeError(f"{self._describe()}.disconnect(): {slot!r} is not connected")
 
@@ -279,23 +286,37 @@ class SignalInstance:
             return
         if len(args) != self._nargs:
             self._raise_arity(args)
-        if _STATE["strict"]:
+        if _STRICT:
             self._check_types(args)
         errors = None
-        for ref, func, n, mode, _key in self._slots:
+        for ref, func, n in self._direct:
             try:
-                if mode:  # queued
-                    _queue(self, ref, func, args[:n])
-                elif ref is None:
-                    func(*args[:n])
+                if ref is None:
+                    if n is None:
+                        func(*args)
+                    else:
+                        func(*args[:n])
                 else:
                     receiver = ref()
                     if receiver is not None:
-                        func(receiver, *args[:n])
+                        if n is None:
+                            func(receiver, *args)
+                        else:
+                            func(receiver, *args[:n])
             except Exception as exc:  # a slot failed: report, keep delivering
                 errors = self._slot_failed(func, exc, errors)
+        if self._queued:
+            for ref, func, n in self._queued:
+                _queue(self, ref, func, args[:n])
         if errors:
             raise SlotError(f"{len(errors)} slot(s) of {self._describe()} raised") from errors[0]
+
+    def _set_slots(self, slots: tuple[tuple[Any, Callable[..., Any], int, int, object], ...]) -> None:
+        """Replace the connections (caller holds _lock) and the tuples emit() reads."""
+        self._slots = slots
+        self._direct = tuple((ref, func, None if n == self._nargs else n)
+                             for ref, func, n, mode, _key in slots if mode == _DIRECT)
+        self._queued = tuple((ref, func, n) for ref, func, n, mode, _key in slots if mode == _QUEUED)
 
     __call__ = emit  # a SignalInstance connected as a slot forwards the emission
 
@@ -377,7 +398,7 @@ class SignalInstance:
             if signal is None:
                 return
             with signal._lock:
-                signal._slots = tuple(e for e in signal._slots if e[4] != key)
+                signal._set_slots(tuple(e for e in signal._slots if e[4] != key))
 
         return reap
 
