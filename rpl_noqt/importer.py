@@ -10,6 +10,8 @@ before the module's own code runs; in it:
 * ``__import__`` serves ``qtpy`` (QtCore, QtWidgets, QtGui), ``qasync`` and
   ``pyqtgraph`` from :mod:`rpl_noqt.shims` and refuses direct Qt bindings;
   every other import passes through untouched;
+* ``paramiko`` and ``scp`` are deferred until PyRPL first uses SSH
+  (:mod:`rpl_noqt.deferred`);
 * ``input`` raises instead of prompting (a plugin thread must never hang on
   stdin);
 * IPython's ``get_ipython`` is absent, so PyRPL never runs ``%gui qt``.
@@ -40,6 +42,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .deferred import DEFERRED_MODULES, DeferredModule
 from .errors import ActivationError
 from .patching import PatchRecord
 
@@ -76,6 +79,14 @@ def _refuse_input(prompt: object = "") -> str:
         "plugin thread would hang): pass the setting explicitly, e.g. "
         "rpl_noqt.connect(hostname, config=...) or Pyrpl(config=..., hostname=...)."
     )
+
+
+class _FromProxy:
+    """What ``from <deferred> import A, B`` receives: placeholders for A and B."""
+
+    def __init__(self, module: DeferredModule, names: Sequence[str], importer_globals: dict[str, Any] | None) -> None:
+        for name in names:
+            setattr(self, name, module.placeholder(name, importer_globals))
 
 
 class _ScopedLoader(importlib.abc.Loader):
@@ -125,6 +136,7 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
         self.extra_dirs = tuple(os.path.realpath(d) for d in extra_dirs)
         self.record = record
         self._standins = _standin_table()
+        self._deferred_modules: dict[str, DeferredModule] = {}
         self._top_level_names = self._scan_top_level(self.pyrpl_dir)
         self._hooks: dict[str, list[Callable[[types.ModuleType], None]]] = {}
         self._hooks_lock = threading.RLock()
@@ -150,6 +162,8 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
                        fromlist: Sequence[str] | None = (), level: int = 0) -> types.ModuleType:
         if level == 0:
             root = name.partition(".")[0]
+            if root in DEFERRED_MODULES and name == root:
+                return self._deferred(root, fromlist, globals)
             if root in ("qtpy", "qasync", "pyqtgraph"):
                 importer = (globals or {}).get("__name__", "?")
                 return self._standin(name, fromlist, importer)
@@ -170,6 +184,20 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
         if fromlist:
             return module
         return self._standins[name.partition(".")[0]]
+
+    def _deferred(self, name: str, fromlist: Sequence[str] | None, importer_globals: dict[str, Any] | None) -> Any:
+        real = sys.modules.get(name)
+        if real is not None and not isinstance(real, DeferredModule):
+            return real  # somebody already paid for it: use the real module
+        module = self._deferred_modules.get(name)
+        if module is None:
+            module = self._deferred_modules[name] = DeferredModule(name)
+        self.record.note("import", name, "rpl_noqt.deferred.DeferredModule",
+                         "loaded when PyRPL first uses SSH (direct connections never do)",
+                         served_to=(importer_globals or {}).get("__name__", "?"))
+        if not fromlist or module.loaded:
+            return module if not module.loaded else module._load()
+        return _FromProxy(module, fromlist, importer_globals)
 
     # -- finder ---------------------------------------------------------------------------
     @staticmethod

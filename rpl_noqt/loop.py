@@ -56,9 +56,10 @@ class _BackgroundLoop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._portal: BlockingPortal | None = None
         self._thread: threading.Thread | None = None
         self._shutdown_callbacks: list[Callable[[], object]] = []
+        self._ready = threading.Event()
+        self._box: dict[str, Any] = {}
         self._atexit_registered = False
 
     # -- start ---------------------------------------------------------------
@@ -73,35 +74,42 @@ class _BackgroundLoop:
             return self._loop
 
     def _start(self) -> None:
-        import anyio
-        from anyio.from_thread import BlockingPortal
-
+        # The loop object is made here and returned at once; the thread runs
+        # it under anyio (importing anyio there, off the caller's path), and
+        # call_soon_threadsafe() work queued meanwhile runs when it starts.
+        loop = asyncio.new_event_loop()
         ready = threading.Event()
         box: dict[str, Any] = {}
 
-        async def serve() -> None:
-            async with BlockingPortal() as portal:
-                box["portal"] = portal
-                box["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await portal.sleep_until_stopped()
-
         def run() -> None:
+            import anyio
+            from anyio.from_thread import BlockingPortal
+
+            async def serve() -> None:
+                async with BlockingPortal() as portal:
+                    box["portal"] = portal
+                    ready.set()
+                    await portal.sleep_until_stopped()
+
             try:
-                anyio.run(serve, backend="asyncio")
-            except BaseException as exc:  # reported to the starter, then logged
+                anyio.run(serve, backend="asyncio", backend_options={"loop_factory": lambda: loop})
+            except BaseException as exc:  # reported to waiters, then logged
                 box["error"] = exc
                 logger.exception("the rpl-noqt event loop stopped with an error")
             finally:
                 ready.set()
 
         thread = threading.Thread(target=run, name=THREAD_NAME, daemon=True)
+        self._ready, self._box = ready, box
+        self._thread, self._loop = thread, loop
         thread.start()
-        if not ready.wait(_START_TIMEOUT_S) or "loop" not in box:
-            raise RuntimeError(f"the rpl-noqt event loop did not start: {box.get('error')!r}")
-        self._thread, self._portal, self._loop = thread, box["portal"], box["loop"]
         self._register_atexit()
         logger.debug("started event loop thread %s", thread.name)
+
+    def _portal_or_raise(self) -> BlockingPortal:
+        if not self._ready.wait(_START_TIMEOUT_S) or "portal" not in self._box:
+            raise RuntimeError(f"the rpl-noqt event loop did not start: {self._box.get('error')!r}")
+        return self._box["portal"]
 
     def _register_atexit(self) -> None:
         if not self._atexit_registered:
@@ -124,8 +132,7 @@ class _BackgroundLoop:
                 f"blocking call of {func!r} from the event-loop thread would deadlock; await it instead"
             )
         self.get_loop()
-        assert self._portal is not None
-        return self._portal.call(func, *args)  # type: ignore[arg-type]
+        return self._portal_or_raise().call(func, *args)  # type: ignore[arg-type]
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.get_loop())
@@ -148,16 +155,20 @@ class _BackgroundLoop:
             except Exception:
                 logger.exception("shutdown callback %r failed", callback)
         with self._lock:
-            portal, thread, loop = self._portal, self._thread, self._loop
-            self._portal = self._thread = self._loop = None
-        if portal is None or thread is None:
+            thread, loop, ready, box = self._thread, self._loop, self._ready, self._box
+            self._thread = self._loop = None
+            self._ready, self._box = threading.Event(), {}
+        if thread is None:
             return
         if thread.ident == threading.get_ident():
             raise LoopThreadError("shutdown() cannot run on the event-loop thread")
-        try:
-            portal.call(portal.stop, True)
-        except RuntimeError:  # loop already gone
-            pass
+        ready.wait(_START_TIMEOUT_S)
+        portal = box.get("portal")
+        if portal is not None:
+            try:
+                portal.call(portal.stop, True)
+            except RuntimeError:  # loop already gone
+                pass
         thread.join(timeout)
         if thread.is_alive():
             logger.error("event loop thread did not stop within %.1f s (a task blocks it)", timeout)

@@ -86,6 +86,7 @@ class FpgaModel:
         values = np.asarray(values, dtype=np.uint64).astype(np.int64)
         with self.lock:
             self.advance()
+            self._freeze_past()
             self._bump()
             if address & 0xFFF00000 == ASG_BASE and self.asg_block.write_block(address - ASG_BASE, values):
                 return
@@ -133,6 +134,12 @@ class FpgaModel:
             return
         block.write(offset, value)
 
+    def _freeze_past(self) -> None:
+        """Let the lazily evaluated blocks catch up before a write changes the signals."""
+        now = self.clock.now()
+        self.bus.blocks[3].update(now)  # type: ignore[attr-defined]
+        self.scope.sync(now)
+
     def _bump(self) -> None:
         self.version += 1
         self._gain_cache.clear()
@@ -167,6 +174,7 @@ class FpgaModel:
         """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""
         with self.lock:
             self.advance()
+            self._freeze_past()
             self._bump()
             return self.analog.set_loopback(channel, **settings)
 
@@ -195,6 +203,7 @@ class FpgaModel:
                 iq = self.bus.blocks[_SLOTS[reference]]
                 now = self.clock.now()
                 origin = float(iq.theta(now)) - 2 * math.pi * frequency * now  # type: ignore[attr-defined]
+            self._freeze_past()
             return self.analog.add_tone(channel, frequency, amplitude, phase_deg, origin)
 
     def remove_tone(self, tone_id: int | None = None) -> None:

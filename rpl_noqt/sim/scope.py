@@ -329,6 +329,17 @@ class Scope:
             return int(self.read_buffer((offset >> 16) - 1, (offset >> 2) & (N - 1), 1)[0])
         return regs.get(offset, 0)
 
+    def sync(self, now: float) -> None:
+        """Record everything up to ``now`` before a register write changes the signals.
+
+        Samples are computed lazily from the *current* register state, so the
+        model calls this before every bus write: samples already taken keep the
+        values they had when they were taken.
+        """
+        self.advance(now)
+        if self.armed:
+            self._materialize(self._written(now))
+
     def read_buffer(self, channel: int, index: int, count: int) -> np.ndarray:
         """``count`` words of channel ``channel`` (0/1) starting at ``index`` (wraps)."""
         now = self.model.clock.now()

@@ -1,0 +1,259 @@
+"""Register model against the RTL, on a hand-stepped clock (no sockets, no sleeps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rpl_noqt.sim import FpgaModel, ManualClock
+
+SCOPE, ASG, DSP, HK = 0x40100000, 0x40200000, 0x40300000, 0x40000000
+CYCLE = 8e-9
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(start=1.0)
+
+
+@pytest.fixture
+def m(clock):
+    return FpgaModel(seed=0, clock=clock)
+
+
+def rd(m, addr):
+    return int(m.read(addr, 1)[0])
+
+
+def dsp(slot, offset):
+    return DSP + slot * 0x10000 + offset
+
+
+def start_sine(m, channel=0, freq=1e3, amp=0.5, ncyc=0):
+    base = ASG + 0x20 * channel
+    table = np.round(8191 * np.sin(2 * np.pi * np.arange(2**14) / 2**14)).astype(int) & 0x3FFF
+    m.write(ASG + 0x10000 * (channel + 1), table)
+    m.write(base + 0x4, [int(amp * 2**13)])
+    m.write(base + 0x8, [2**30 - 1])
+    m.write(base + 0x10, [round(freq * 2**30 / 125e6)])
+    m.write(base + 0x18, [ncyc])
+    shift = 16 * channel
+    m.write(ASG, [(0x40 | 1) << shift])  # reset, source 1
+    m.write(ASG, [(0x10 | 1) << shift])  # run: software trigger
+
+
+def test_reset_values_and_constants_pyrpl_reads(m):
+    assert rd(m, HK) == 1  # id: release1
+    assert rd(m, SCOPE + 0x14) == 0x2000  # decimation
+    assert rd(m, SCOPE + 0x10) == 2**13 and rd(m, SCOPE + 0x20) == 20
+    for pid in range(3):
+        assert [rd(m, dsp(pid, o)) for o in (0x200, 0x204, 0x208, 0x20C, 0x220, 0x224, 0x228)] == [12, 32, 10, 24, 4, 5, 10]
+        assert rd(m, dsp(pid, 0x124)) == 0x2000 and rd(m, dsp(pid, 0x128)) == 0x1FFF
+        assert rd(m, dsp(pid, 0x12C)) == 0b111
+    for iq, quad in ((5, 2), (6, 2), (7, 4)):
+        assert [rd(m, dsp(iq, o)) for o in (0x200, 0x204, 0x214, 0x220, 0x224, 0x228)] == [11, 17, 24, 1, 5, 50]
+        assert [rd(m, dsp(iq, o)) for o in (0x230, 0x234, 0x238)] == [quad, 5, 10]
+    assert [rd(m, dsp(4, o)) for o in (0x200, 0x204, 0x208)] == [32, 29, 14]
+    assert rd(m, dsp(3, 0x11C)) == 20
+    assert rd(m, dsp(0, 0x0)) == 10 and rd(m, dsp(9, 0x0)) == 11  # pid <- in1, scope ch2 <- in2
+    assert rd(m, dsp(10, 0x0)) == 15  # pwm inputs off
+    assert rd(m, dsp(0, 0xC)) == 0xFF  # sync: everything running
+    assert rd(m, ASG + 0x4) == 0x2000 and rd(m, ASG + 0x8) == 2**30 - 1
+
+
+def test_asg_frequency_amplitude_offset(m, clock):
+    start_sine(m, freq=1e3, amp=0.5)
+    m.write(ASG + 0x4, [int(0.5 * 2**13) | (int(0.1 * 2**13) << 16)])
+    t = clock.now() + np.arange(20000) * 1e-6
+    v = m.asg[0].output(t)
+    assert v.max() == pytest.approx(0.6, abs=2e-3) and v.min() == pytest.approx(-0.4, abs=2e-3)
+    crossings = np.flatnonzero((v[:-1] < 0.1) & (v[1:] >= 0.1))
+    period = np.mean(np.diff(t[crossings]))
+    assert period == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_asg_zero_bit_and_reset_hold(m, clock):
+    start_sine(m)
+    m.write(ASG, [0x10 | 0x80 | 1])  # on = False
+    assert m.signal("asg0") == 0.0
+    m.write(ASG, [0x10 | 0x40 | 1])  # state machine reset: holds table[start]
+    clock.advance(1e-3)
+    assert m.signal("asg0") == pytest.approx(0.0, abs=1e-3)
+
+
+def test_asg_burst_stops_after_n_cycles(m, clock):
+    start_sine(m, freq=10e3, ncyc=2)
+    t0 = clock.now()
+    t = t0 + np.arange(400) * 1e-6
+    v = m.asg[0].output(t)
+    assert np.abs(v[t - t0 < 190e-6]).max() > 0.49
+    assert np.abs(v[t - t0 > 201e-6]).max() < 1e-3
+    clock.advance(1e-3)
+    assert not m.asg[0].is_running(clock.now())
+
+
+def test_scope_immediate_acquisition_state_machine(m, clock):
+    m.write(SCOPE + 0x14, [1])
+    m.write(SCOPE + 0x10, [2**14])
+    m.write(SCOPE, [2])  # reset
+    assert rd(m, SCOPE + 0x18) == 0 and rd(m, SCOPE + 0x1C) == 0
+    m.write(SCOPE, [1])  # arm
+    assert rd(m, SCOPE) & 1 == 1 and rd(m, SCOPE + 0x16C) == 1
+    clock.advance(100 * CYCLE)
+    m.write(SCOPE + 4, [1])  # software trigger
+    assert rd(m, SCOPE) == 0b101  # armed, delay running
+    assert rd(m, SCOPE + 0x1C) == 99  # wp at trigger = last written sample
+    clock.advance(2**14 * CYCLE)
+    assert rd(m, SCOPE) == 0  # done: disarmed, source cleared
+    assert rd(m, SCOPE + 4) == 0
+    assert rd(m, SCOPE + 0x18) == (99 + 2**14) % 2**14
+
+
+def test_scope_trigger_waits_for_pretrigger_data(m, clock):
+    m.write(SCOPE + 0x14, [1])
+    m.write(SCOPE + 0x10, [2**13])  # half a buffer after the trigger
+    m.write(SCOPE, [1 | 2])
+    clock.advance(100 * CYCLE)
+    assert rd(m, SCOPE + 0x16C) == 0  # only 100 of 8192 pretrigger samples
+    m.write(SCOPE + 4, [1])
+    assert rd(m, SCOPE) == 0b001  # trigger ignored: no delay running
+    clock.advance(2**13 * CYCLE)
+    assert rd(m, SCOPE + 0x16C) == 1
+
+
+def test_scope_edge_trigger_and_hysteresis(m, clock):
+    start_sine(m, freq=1e3, amp=0.5)
+    m.write(dsp(8, 0x0), [8])  # scope ch1 <- asg0
+    m.write(SCOPE + 0x14, [64])
+    m.write(SCOPE + 0x10, [2**13])
+    m.write(SCOPE + 0x8, [int(0.25 * 2**13)])
+    m.write(SCOPE + 0x20, [int(0.05 * 2**13)])
+    m.write(SCOPE, [1 | 2])
+    m.write(SCOPE + 4, [2])  # ch1 positive edge
+    clock.advance(0.02)
+    assert rd(m, SCOPE) == 0
+    data = m.read(SCOPE + 0x10000, 2**14).astype(np.int64)
+    data = np.where(data >= 2**13, data - 2**14, data) / 2**13
+    trace = np.roll(data, -(rd(m, SCOPE + 0x1C) + 2**13 + 1))
+    i0 = 2**14 - 2**13 - 1  # the trigger sample
+    assert trace[i0] == pytest.approx(0.25, abs=0.01)
+    assert trace[i0 - 1] < 0.25 <= trace[i0]
+
+
+def test_scope_we_keep_keeps_writing(m, clock):
+    m.write(SCOPE + 0x14, [1])
+    m.write(SCOPE + 0x10, [10])
+    m.write(SCOPE, [2])
+    m.write(SCOPE, [1 | 8])  # arm with adc_we_keep
+    clock.advance(2**14 * CYCLE)
+    m.write(SCOPE + 4, [1])
+    clock.advance(100 * CYCLE)
+    assert rd(m, SCOPE) == 0b1001  # still armed, delay done
+    wp = rd(m, SCOPE + 0x18)
+    clock.advance(50 * CYCLE)
+    assert rd(m, SCOPE + 0x18) == (wp + 50) % 2**14
+
+
+def test_scope_timestamps(m, clock):
+    m.write(SCOPE + 0x10, [2**14])
+    m.write(SCOPE, [1 | 2])
+    clock.advance(1e-3)
+    m.write(SCOPE + 4, [1])
+    t_trig = clock.now()
+    clock.advance(1.0)
+    now = (rd(m, SCOPE + 0x160) << 32) | rd(m, SCOPE + 0x15C)
+    trig = (rd(m, SCOPE + 0x168) << 32) | rd(m, SCOPE + 0x164)
+    assert now == pytest.approx(clock.now() * 125e6, abs=2)
+    assert trig == pytest.approx(t_trig * 125e6, abs=2)
+
+
+def test_pid_error_sign_and_integrator(m, clock):
+    m.set_loopback(1, gain=0.0, offset=0.25)
+    ki = round(1e3 * 2**32 * 2 * np.pi * 8e-9)  # 1 kHz unity gain
+    m.write(dsp(0, 0x10C), [ki])
+    clock.advance(1e-4)
+    ival = (rd(m, dsp(0, 0x100)) ^ 0x8000) - 0x8000  # 16-bit signed, 2**13 per volt
+    ival /= 2**13
+    assert ival == pytest.approx(2 * np.pi * 1e3 * 0.25 * 1e-4, abs=2 / 2**13)  # error = input - setpoint > 0
+    m.write(dsp(0, 0x100), [int(-0.5 * 2**13) & 0xFFFF])
+    assert rd(m, dsp(0, 0x100)) == int(-0.5 * 2**13) & 0xFFFF
+
+
+def test_pid_pause_on_sync(m, clock):
+    m.set_loopback(1, gain=0.0, offset=0.25)
+    m.write(dsp(0, 0x10C), [round(1e3 * 2**32 * 2 * np.pi * 8e-9)])
+    m.write(dsp(0, 0xC), [0xFE])  # clear pid0's sync bit: gains paused
+    clock.advance(1e-3)
+    assert rd(m, dsp(0, 0x100)) == 0
+
+
+def test_iq_network_analyzer_busy_bit_and_sum(m, clock):
+    iq = 5
+    m.write(dsp(iq, 0x4), [1])  # iq0 -> out1 -> in1 -> iq0
+    m.write(dsp(iq, 0x114), [int(0.5 * 2**17)])  # amplitude 0.5 V
+    m.write(dsp(iq, 0x130), [1000])
+    m.write(dsp(iq, 0x134), [500])
+    m.write(dsp(iq, 0x108), [round(1e6 / 125e6 * 2**32)])
+    clock.advance(100 * CYCLE)
+    words = m.read(dsp(iq, 0x140), 4)
+    assert all(w >> 31 for w in words)
+    clock.advance(2000 * CYCLE)
+    a, b, c, d = (int(w) for w in m.read(dsp(iq, 0x140), 4))
+    assert not any(w >> 31 for w in (a, b, c, d))
+    i_sum = a + (b << 31)
+    i_sum -= (i_sum >> 61) * 2**62
+    q_sum = c + (d << 31)
+    q_sum -= (q_sum >> 61) * 2**62
+    z = complex(i_sum, q_sum) / 1000 * 4 / 2**24 / 0.5
+    assert abs(z) == pytest.approx(1.0, rel=1e-3)
+    assert np.angle(z) == pytest.approx(-2 * np.pi * 1e6 * 3 * CYCLE, abs=1e-3)
+
+
+def test_unmapped_and_readonly(m):
+    assert rd(m, 0x40600000) == 0
+    m.write(HK, [5])
+    assert rd(m, HK) == 1
+    m.write(dsp(0, 0x10), [123])  # sampler word is read-only
+    assert rd(m, dsp(0, 0x10)) == 0
+
+
+def test_test_helpers_validate(m):
+    with pytest.raises(ValueError, match="channel"):
+        m.set_loopback(3, gain=1.0)
+    with pytest.raises(ValueError, match="unknown loopback setting"):
+        m.set_loopback(1, gian=1.0)
+    with pytest.raises(ValueError, match="noise"):
+        m.set_loopback(1, noise=-1.0)
+    with pytest.raises(ValueError, match="frequency"):
+        m.inject_tone(1, 1e9, 0.1)
+    with pytest.raises(ValueError, match="reference"):
+        m.inject_tone(1, 1e3, 0.1, reference="asg0")
+    with pytest.raises(ValueError, match="unknown signal"):
+        m.signal("in3")
+    tone = m.inject_tone(2, 1e3, 0.1)
+    m.remove_tone(tone)
+    with pytest.raises(ValueError, match="no injected tone"):
+        m.remove_tone(tone)
+
+
+def test_reset_restores_power_on_state(m):
+    m.write(ASG + 0x10, [1234])
+    m.reset()
+    assert rd(m, ASG + 0x10) == 0
+
+
+def test_samples_keep_the_values_they_had_when_taken(m, clock):
+    start_sine(m, freq=1e3, amp=0.5)
+    m.write(dsp(8, 0x0), [8])  # scope ch1 <- asg0
+    m.write(SCOPE + 0x14, [64])
+    m.write(SCOPE + 0x10, [2**14])
+    m.write(SCOPE, [1 | 2])
+    m.write(SCOPE + 4, [1])
+    clock.advance(2**13 * 64 * CYCLE)
+    m.write(ASG + 0x4, [int(0.1 * 2**13)])  # amplitude change half way through
+    clock.advance(2**13 * 64 * CYCLE)
+    data = m.read(SCOPE + 0x10000, 2**14).astype(np.int64)
+    data = np.where(data >= 2**13, data - 2**14, data) / 2**13
+    trace = np.roll(data, -(rd(m, SCOPE + 0x1C) + 2**14 + 1))
+    assert np.abs(trace[: 2**13 - 10]).max() == pytest.approx(0.5, abs=0.01)
+    assert np.abs(trace[2**13 + 10 :]).max() == pytest.approx(0.1, abs=0.01)
