@@ -12,15 +12,14 @@ handlers run, so a process that forgot to stop it would hang at exit. Our
 thread is a daemon and our ``atexit`` handler stops it after running the
 shutdown callbacks (config flushes) registered with :func:`at_shutdown`.
 
-Nothing here runs at import time: the thread starts on the first
-:func:`get_loop` (the first timer start or coroutine).
+Nothing here runs at import time, and asyncio itself is imported only when the
+thread starts on the first :func:`get_loop` (the first timer start or
+coroutine): importing PyRPL stays as cheap as it can be.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -33,6 +32,7 @@ from .errors import LoopThreadError
 __all__ = (
     "at_shutdown",
     "call",
+    "call_soon_threadsafe",
     "get_loop",
     "in_loop_thread",
     "is_running",
@@ -40,7 +40,10 @@ __all__ = (
     "shutdown",
 )
 
-if TYPE_CHECKING:  # anyio is imported when the loop starts, not at import
+if TYPE_CHECKING:  # asyncio and anyio are imported when the loop starts
+    import asyncio
+    import concurrent.futures
+
     from anyio.from_thread import BlockingPortal
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class _BackgroundLoop:
         self._shutdown_callbacks: list[Callable[[], object]] = []
         self._ready = threading.Event()
         self._box: dict[str, Any] = {}
+        self._pending: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self._atexit_registered = False
 
     # -- start ---------------------------------------------------------------
@@ -68,31 +72,52 @@ class _BackgroundLoop:
         if loop is not None:
             return loop
         with self._lock:
-            if self._loop is None:
+            if self._thread is None:
                 self._start()
-            assert self._loop is not None
-            return self._loop
+            ready = self._ready
+        if not ready.wait(_START_TIMEOUT_S) or self._loop is None:
+            raise RuntimeError(f"the rpl-noqt event loop did not start: {self._box.get('error')!r}")
+        return self._loop
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop soon; never waits for the loop to start."""
+        loop = self._loop
+        if loop is None:
+            with self._lock:
+                loop = self._loop
+                if loop is None:
+                    if self._thread is None:
+                        self._start()
+                    self._pending.append((callback, args))
+                    return
+        loop.call_soon_threadsafe(callback, *args)
 
     def _start(self) -> None:
-        # The loop object is made here and returned at once; the thread runs
-        # it under anyio (importing anyio there, off the caller's path), and
-        # call_soon_threadsafe() work queued meanwhile runs when it starts.
-        loop = asyncio.new_event_loop()
+        # With _lock held. The thread imports asyncio/anyio and builds the
+        # loop; callers that only queue work (timers) do not wait for that.
         ready = threading.Event()
         box: dict[str, Any] = {}
 
         def run() -> None:
+            import asyncio
+
             import anyio
             from anyio.from_thread import BlockingPortal
 
             async def serve() -> None:
                 async with BlockingPortal() as portal:
                     box["portal"] = portal
+                    loop = asyncio.get_running_loop()
+                    with self._lock:
+                        pending, self._pending = self._pending, []
+                        self._loop = loop
+                    for callback, args in pending:
+                        loop.call_soon(callback, *args)
                     ready.set()
                     await portal.sleep_until_stopped()
 
             try:
-                anyio.run(serve, backend="asyncio", backend_options={"loop_factory": lambda: loop})
+                anyio.run(serve, backend="asyncio")
             except BaseException as exc:  # reported to waiters, then logged
                 box["error"] = exc
                 logger.exception("the rpl-noqt event loop stopped with an error")
@@ -100,14 +125,14 @@ class _BackgroundLoop:
                 ready.set()
 
         thread = threading.Thread(target=run, name=THREAD_NAME, daemon=True)
-        self._ready, self._box = ready, box
-        self._thread, self._loop = thread, loop
+        self._ready, self._box, self._thread = ready, box, thread
         thread.start()
         self._register_atexit()
         logger.debug("started event loop thread %s", thread.name)
 
     def _portal_or_raise(self) -> BlockingPortal:
-        if not self._ready.wait(_START_TIMEOUT_S) or "portal" not in self._box:
+        self.get_loop()
+        if "portal" not in self._box:
             raise RuntimeError(f"the rpl-noqt event loop did not start: {self._box.get('error')!r}")
         return self._box["portal"]
 
@@ -119,7 +144,7 @@ class _BackgroundLoop:
     # -- queries -------------------------------------------------------------
     def is_running(self) -> bool:
         thread = self._thread
-        return self._loop is not None and thread is not None and thread.is_alive()
+        return thread is not None and thread.is_alive()
 
     def in_loop_thread(self) -> bool:
         thread = self._thread
@@ -135,6 +160,8 @@ class _BackgroundLoop:
         return self._portal_or_raise().call(func, *args)  # type: ignore[arg-type]
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self.get_loop())
 
     # -- stop -----------------------------------------------------------------
@@ -157,7 +184,7 @@ class _BackgroundLoop:
         with self._lock:
             thread, loop, ready, box = self._thread, self._loop, self._ready, self._box
             self._thread = self._loop = None
-            self._ready, self._box = threading.Event(), {}
+            self._ready, self._box, self._pending = threading.Event(), {}, []
         if thread is None:
             return
         if thread.ident == threading.get_ident():
@@ -182,6 +209,11 @@ _LOOP = _BackgroundLoop()
 def get_loop() -> asyncio.AbstractEventLoop:
     """The background asyncio loop (starting its thread on first use)."""
     return _LOOP.get_loop()
+
+
+def call_soon_threadsafe(callback: Callable[..., object], *args: Any) -> None:
+    """Queue ``callback(*args)`` for the loop thread (starting it if needed) without waiting."""
+    _LOOP.call_soon_threadsafe(callback, *args)
 
 
 def is_running() -> bool:

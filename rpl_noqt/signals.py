@@ -445,7 +445,7 @@ def _slot_key(slot: object) -> object:
 
 
 def _queue(signal: SignalInstance, ref: Any, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    from .loop import get_loop  # local: keeps this module import-light
+    from .loop import call_soon_threadsafe  # local: keeps this module import-light
 
     def deliver() -> None:
         try:
@@ -458,4 +458,4 @@ def _queue(signal: SignalInstance, ref: Any, func: Callable[..., Any], args: tup
         except Exception as exc:
             signal._slot_failed(func, exc, None)
 
-    get_loop().call_soon_threadsafe(deliver)
+    call_soon_threadsafe(deliver)

@@ -22,18 +22,20 @@ upstream docstring already demands. While a thread blocks in ``wait`` or
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rpl_noqt import blocking as _blocking
 from rpl_noqt import loop as _loop
 from rpl_noqt.errors import LoopThreadError
-from rpl_noqt.futures import LoopFuture, schedule_coroutine
+
+if TYPE_CHECKING:  # asyncio is imported on first use, keeping 'import pyrpl' light
+    import asyncio
+    import concurrent.futures
 
 __all__ = (
     "ALL_COMPLETED",
@@ -49,13 +51,37 @@ __all__ = (
     "wait",
 )
 
-TimeoutError = asyncio.TimeoutError  # noqa: A001 - upstream re-exports asyncio's
-FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
-FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
-ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
+# the values of concurrent.futures' constants, without importing it
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
 
 #: Upstream switches to a Qt-GUI wait inside IPython; we never need to.
 INTERACTIVE = False
+
+if sys.version_info >= (3, 11):
+    TimeoutError = TimeoutError  # noqa: A001,PLW0127 - asyncio's is the builtin since 3.11
+    _timeout_error_class = None
+else:  # pragma: no cover - Python 3.10
+    _timeout_error_class: type | None = None
+
+    def __getattr_timeout() -> type:
+        global _timeout_error_class
+        if _timeout_error_class is None:
+            import asyncio
+
+            # caught by PyRPL as the builtin TimeoutError and by users as asyncio's
+            class WaitTimeoutError(asyncio.TimeoutError, TimeoutError):  # type: ignore[misc]
+                pass
+
+            _timeout_error_class = WaitTimeoutError
+        return _timeout_error_class
+
+
+def _timeout_error() -> type[BaseException]:
+    if sys.version_info >= (3, 11):
+        return TimeoutError
+    return __getattr_timeout()  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
@@ -63,6 +89,8 @@ def __getattr__(name: str) -> Any:
     # PyRPL starts no thread and creates no application.
     if name == "LOOP":
         return _loop.get_loop()
+    if name == "TimeoutError":  # Python 3.10 only; 3.11+ binds it above
+        return _timeout_error()
     if name == "APP":
         from .qtwidgets import QApplication
 
@@ -72,6 +100,8 @@ def __getattr__(name: str) -> Any:
 
 async def sleep_async(delay: float, result: Any = None) -> Any:
     """``await sleep_async(t)``: sleep inside a coroutine without blocking its loop."""
+    import asyncio
+
     if math.isnan(delay):
         raise ValueError("Invalid delay: NaN (not a number)")
     return await asyncio.sleep(max(0.0, delay), result)
@@ -79,6 +109,11 @@ async def sleep_async(delay: float, result: Any = None) -> Any:
 
 def ensure_future(coroutine: Awaitable[Any]) -> asyncio.Future[Any]:
     """Schedule ``coroutine`` on the background loop; return its future at once."""
+    import asyncio
+    import concurrent.futures
+
+    from rpl_noqt.futures import LoopFuture, schedule_coroutine
+
     loop = _loop.get_loop()
     if isinstance(coroutine, asyncio.Future):
         return coroutine
@@ -97,7 +132,7 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _copy_concurrent(source: concurrent.futures.Future[Any], target: LoopFuture) -> None:
+def _copy_concurrent(source: concurrent.futures.Future[Any], target: asyncio.Future[Any]) -> None:
     if target.done():
         return
     if source.cancelled():
@@ -112,6 +147,8 @@ async def asyncio_wait(
     fs: Iterable[asyncio.Future[Any]], *, timeout: float | None = None, return_when: str = ALL_COMPLETED
 ) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
     """``asyncio.wait`` on the running loop (kept for upstream compatibility)."""
+    import asyncio
+
     if asyncio.isfuture(fs) or asyncio.iscoroutine(fs):
         raise TypeError(f"expect a list of futures, not {type(fs).__name__}")
     return await asyncio.wait(set(fs), timeout=timeout, return_when=return_when)
@@ -132,6 +169,9 @@ def wait(future: Awaitable[Any] | concurrent.futures.Future[Any], timeout: float
     future keeps running), and :class:`~rpl_noqt.errors.LoopThreadError` if
     called on the event-loop thread.
     """
+    import asyncio
+    import concurrent.futures
+
     timeout = _check_timeout(timeout)
     if _loop.in_loop_thread():
         if asyncio.iscoroutine(future):
@@ -150,22 +190,26 @@ def wait(future: Awaitable[Any] | concurrent.futures.Future[Any], timeout: float
         with _blocking.released_locks():
             finished = done.wait(timeout)
         if not finished and not fut.done():
-            raise TimeoutError("Timeout exceeded")
+            raise _timeout_error()("Timeout exceeded")
     return fut.result()
 
 
 def _add_callback(fut: asyncio.Future[Any], done: threading.Event) -> None:
+    import asyncio
+
     asyncio.Future.add_done_callback(fut, lambda _f: done.set())
 
 
 def _wait_concurrent(future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+    import concurrent.futures
+
     with _blocking.released_locks():
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             if future.done():
                 return future.result()
-            raise TimeoutError("Timeout exceeded") from None
+            raise _timeout_error()("Timeout exceeded") from None
 
 
 def sleep(time_s: float) -> None:
@@ -181,22 +225,44 @@ def sleep(time_s: float) -> None:
         time.sleep(max(0.0, time_s))
 
 
-class Event(asyncio.Event):
-    """An asyncio Event of the background loop; ``set`` works from any thread."""
+class Event:
+    """An asyncio Event of the background loop; ``set`` works from any thread.
 
-    def _get_loop(self) -> asyncio.AbstractEventLoop:
-        return _loop.get_loop()
+    ``Event()`` returns an instance of an ``asyncio.Event`` subclass (made on
+    first use, so that importing PyRPL does not import asyncio).
+    """
 
-    def set(self) -> None:
-        if self._value:
-            return
-        self._value = True  # visible at once to is_set() in every thread
-        if _loop.in_loop_thread():
-            self._wake()
-        else:
-            _loop.get_loop().call_soon_threadsafe(self._wake)
+    def __new__(cls) -> Any:
+        return _event_class()()
 
-    def _wake(self) -> None:
-        for waiter in list(self._waiters):
-            if not waiter.done():
-                waiter.set_result(True)
+
+_EVENT_CLASS: list[type] = []
+
+
+def _event_class() -> type:
+    if _EVENT_CLASS:
+        return _EVENT_CLASS[0]
+    import asyncio
+
+    class LoopEvent(asyncio.Event):
+        __doc__ = Event.__doc__
+
+        def _get_loop(self) -> asyncio.AbstractEventLoop:
+            return _loop.get_loop()
+
+        def set(self) -> None:
+            if self._value:
+                return
+            self._value = True  # visible at once to is_set() in every thread
+            if _loop.in_loop_thread():
+                self._wake()
+            else:
+                _loop.get_loop().call_soon_threadsafe(self._wake)
+
+        def _wake(self) -> None:
+            for waiter in list(self._waiters):
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    _EVENT_CLASS.append(LoopEvent)
+    return LoopEvent

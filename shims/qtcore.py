@@ -161,14 +161,13 @@ class QTimer(QObject):
         """(Re)start the timer, optionally with a new interval in ms."""
         if msec is not None:
             self._interval_ms = _check_interval(msec)
-        loop = _loop.get_loop()
         with self._lock:
             self._generation += 1
             generation = self._generation
             self._active = True
             self._deadline = None
             old_handle, self._handle = self._handle, None
-        loop.call_soon_threadsafe(_arm, weakref.ref(self), generation, old_handle)
+        _loop.call_soon_threadsafe(_arm, weakref.ref(self), generation, old_handle)
 
     def stop(self) -> None:
         with self._lock:
@@ -178,8 +177,8 @@ class QTimer(QObject):
             self._active = False
             self._deadline = None
             handle, self._handle = self._handle, None
-        if handle is not None and _loop.is_running():
-            _loop.get_loop().call_soon_threadsafe(handle.cancel)
+        if handle is not None:
+            _loop.call_soon_threadsafe(handle.cancel)
 
     @staticmethod
     def singleShot(msec: float, callback: Callable[[], object]) -> None:  # noqa: N802
@@ -187,8 +186,7 @@ class QTimer(QObject):
         delay = _check_interval(msec) / 1000.0
         if not callable(callback):
             raise TypeError(f"QTimer.singleShot needs a callable, got {callback!r}")
-        loop = _loop.get_loop()
-        loop.call_soon_threadsafe(loop.call_later, delay, _run_guarded, callback)
+        _loop.call_soon_threadsafe(_call_later, delay, callback)
 
     # -- loop side ------------------------------------------------------------
     def _schedule(self, generation: int) -> None:
@@ -230,6 +228,10 @@ def _fire(timer_ref: weakref.ref[QTimer], generation: int) -> None:
     timer = timer_ref()
     if timer is not None:
         timer._fire(generation)
+
+
+def _call_later(delay: float, callback: Callable[[], object]) -> None:
+    _loop.get_loop().call_later(delay, _run_guarded, callback)
 
 
 def _run_guarded(callback: Callable[[], object]) -> None:
