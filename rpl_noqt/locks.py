@@ -6,8 +6,9 @@ read-modify-write registers shared between modules (the DSP sync word, the
 ASG control word of both channels) never interleave. Users hold it for a
 transaction with ``with session.lock:``.
 
-The lock is FIFO-fair: when it is contended, a release hands it to the
-longest waiter, so no thread starves under load. A thread blocking in
+The lock is starvation-free: a free lock may be taken by any thread, but a
+waiter that has waited more than a couple of milliseconds is handed the lock
+directly, in arrival order, so no thread starves under load. A thread blocking in
 ``pyrpl.async_utils.wait``/``sleep`` gives it up for the duration
 (:mod:`rpl_noqt.blocking`), so an acquisition running on the event loop can
 use the board meanwhile.
@@ -27,13 +28,40 @@ from typing import Any
 
 from . import blocking
 
-__all__ = ("DeviceLock", "set_watchdog", "watchdog_threshold")
+__all__ = ("FAIR_AFTER_S", "DeviceLock", "set_watchdog", "watchdog_threshold")
 
 logger = logging.getLogger(__name__)
 
 
+#: A waiter that has waited this long is handed the lock directly on the next
+#: release (no barging past it): bounds every wait to about this plus one hold.
+FAIR_AFTER_S = 0.002
+
+
+class _Waiter:
+    __slots__ = ("ident", "gate", "since", "signalled")
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.since = time.monotonic()
+        self.signalled = False
+
+    def signal(self) -> None:
+        if not self.signalled:
+            self.signalled = True
+            self.gate.release()
+
+
 class DeviceLock:
-    """Reentrant FIFO lock for one board. Not picklable; one per board."""
+    """Reentrant lock for one board, starvation-free. Not picklable; one per board.
+
+    A free lock may be taken by any thread (barging keeps throughput when many
+    threads do short register operations), but a waiter that has waited more
+    than :data:`FAIR_AFTER_S` gets the lock handed over directly on the next
+    release, in arrival order: nobody waits much longer than the holders ahead.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -42,7 +70,7 @@ class DeviceLock:
         self._count = 0
         self._since = 0.0
         self._reported = False
-        self._waiters: collections.deque[tuple[int, threading.Lock]] = collections.deque()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         _ALL_LOCKS.add(self)
 
     # -- acquire / release -------------------------------------------------------------
@@ -52,22 +80,30 @@ class DeviceLock:
             if self._owner == me:
                 self._count += 1
                 return True
-            if self._owner is None and not self._waiters:
-                self._take(me, 1)
+            if self._owner is None:
+                self._take(me)
                 return True
             if not blocking_:
                 return False
-            gate = threading.Lock()
-            gate.acquire()
-            self._waiters.append((me, gate))
-        if not gate.acquire(timeout=timeout if timeout >= 0 else -1):
+            waiter = _Waiter(me)
+            self._waiters.append(waiter)
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            remaining = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            woken = waiter.gate.acquire(timeout=remaining)
             with self._state:
-                if (me, gate) in self._waiters:
-                    self._waiters.remove((me, gate))
+                if self._owner == me:  # handed over by the releaser
+                    blocking.note_acquired(self)
+                    return True
+                if self._owner is None:  # free: take it, leave the queue
+                    self._waiters.remove(waiter)
+                    self._take(me)
+                    return True
+                if not woken and deadline is not None and time.monotonic() >= deadline:
+                    self._waiters.remove(waiter)
                     return False
-            # handed over just as we timed out: we own it
-        blocking.note_acquired(self)  # the releaser made us owner before opening the gate
-        return True
+                # somebody barged in: wait again, keeping our place in line
+                waiter.signalled = False
 
     def release(self) -> None:
         me = threading.get_ident()
@@ -77,24 +113,23 @@ class DeviceLock:
             self._count -= 1
             if self._count:
                 return
-            self._hand_over()
+            blocking.note_released(self)
+            if not self._waiters:
+                self._owner = None
+                return
+            head = self._waiters[0]
+            if time.monotonic() - head.since > FAIR_AFTER_S:
+                self._waiters.popleft()  # waited long enough: hand over, no barging
+                self._owner, self._count = head.ident, 1
+                self._since, self._reported = time.monotonic(), False
+            else:
+                self._owner = None
+            head.signal()
 
-    def _take(self, ident: int, count: int) -> None:
-        self._owner, self._count = ident, count
+    def _take(self, ident: int) -> None:
+        self._owner, self._count = ident, 1
         self._since, self._reported = time.monotonic(), False
         blocking.note_acquired(self)
-
-    def _hand_over(self) -> None:
-        """With _state held: give the lock to the next waiter, or free it."""
-        blocking.note_released(self)
-        if self._waiters:
-            ident, gate = self._waiters.popleft()
-            self._owner, self._count = ident, 1
-            self._since, self._reported = time.monotonic(), False
-            gate.release()
-        else:
-            self._owner = None
-            self._count = 0
 
     def __enter__(self) -> DeviceLock:
         self.acquire()

@@ -1,0 +1,106 @@
+"""DeviceLock: reentrant, starvation-free, releasable while a thread blocks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rpl_noqt import blocking
+from rpl_noqt.locks import DeviceLock
+
+
+def test_reentrant_and_only_the_owner_releases():
+    lock = DeviceLock("t")
+    with lock:
+        with lock:
+            assert lock.held_by_me()
+        assert lock.locked()
+    assert not lock.locked()
+    lock.acquire()
+    errors = []
+
+    def foreign_release():
+        try:
+            lock.release()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=foreign_release)
+    t.start()
+    t.join(5)
+    lock.release()
+    assert errors and "does not hold it" in errors[0]
+
+
+def test_timeout_and_non_blocking_acquire():
+    lock = DeviceLock("t")
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(5)
+    assert lock.acquire(blocking_=False) is False
+    start = time.monotonic()
+    assert lock.acquire(timeout=0.2) is False
+    assert time.monotonic() - start >= 0.19
+    release.set()
+    t.join(5)
+    assert lock.acquire(timeout=5) is True
+    lock.release()
+
+
+def test_a_waiter_is_not_starved_by_a_thread_that_keeps_reacquiring():
+    lock = DeviceLock("t")
+    stop = threading.Event()
+    got_it = threading.Event()
+
+    def greedy():
+        while not stop.is_set():
+            with lock:
+                time.sleep(0.0005)  # short hold, immediately re-taken
+
+    g = threading.Thread(target=greedy)
+    g.start()
+    time.sleep(0.05)
+    waits = []
+    for _ in range(20):  # bounded: 20 fair acquisitions against the greedy thread
+        start = time.monotonic()
+        with lock:
+            waits.append(time.monotonic() - start)
+    got_it.set()
+    stop.set()
+    g.join(5)
+    assert len(waits) == 20 and max(waits) < 1.0, f"waits {max(waits):.3f} s: starved"
+
+
+def test_released_while_blocking_and_restored_with_its_depth():
+    lock = DeviceLock("t")
+    other_got_it = threading.Event()
+    with lock, lock:
+        assert blocking.held_locks() == [lock]
+
+        def other():
+            with lock:
+                other_got_it.set()
+
+        t = threading.Thread(target=other)
+        with blocking.released_locks():
+            assert not lock.locked() or not lock.held_by_me()
+            t.start()
+            assert other_got_it.wait(5)
+            t.join(5)
+        assert lock.held_by_me() and lock._count == 2
+    assert not lock.locked() and blocking.held_locks() == []
+
+
+def test_release_unheld_lock_raises():
+    with pytest.raises(RuntimeError, match="does not hold it"):
+        DeviceLock("t").release()
