@@ -16,23 +16,8 @@ def schmitt(x: np.ndarray, threshold: float, hysteresis: float, positive: bool, 
     ``state`` is the comparator state before ``x[0]`` (0, 1, or -1 = unknown,
     which is treated as set so that only a full crossing triggers).
     """
-    n = len(x)
-    if n == 0:
-        return -1, state
-    init = 1 if state < 0 else state
-    ev = np.full(n, -1, dtype=np.int8)
-    if positive:
-        ev[x < threshold - hysteresis] = 0
-        ev[x >= threshold] = 1
-    else:
-        ev[x > threshold + hysteresis] = 0
-        ev[x <= threshold] = 1
-    idx = np.where(ev >= 0, np.arange(n), -1)
-    np.maximum.accumulate(idx, out=idx)
-    st = np.where(idx >= 0, ev[np.maximum(idx, 0)], init)
-    prev = np.concatenate([[init], st[:-1]])
-    hits = np.flatnonzero((st == 1) & (prev == 0))
-    return (int(hits[0]) if len(hits) else -1), int(st[-1])
+    hits, final = all_edges(x, threshold, hysteresis, positive, state)
+    return (int(hits[0]) if len(hits) else -1), final
 
 
 def all_edges(x: np.ndarray, threshold: float, hysteresis: float, positive: bool, state: int) -> tuple[np.ndarray, int]:
