@@ -195,3 +195,29 @@ def test_installed_pyrpl_files_match_the_wheel_record(pyrpl_module):
             assert actual == expected, f"{path} differs from the wheel"
             checked += 1
     assert checked > 100
+
+
+def test_paramiko_is_deferred_until_pyrpl_uses_ssh(run_python):
+    out = _last_json(run_python(r'''
+import json, sys
+import rpl_noqt.auto, pyrpl
+p = pyrpl.Pyrpl(config="", hostname="_FAKE_REDPITAYA_", gui=False)
+loaded_before = "paramiko" in sys.modules
+import pyrpl.redpitaya as rp_mod, pyrpl.sshshell as ssh_mod
+placeholder_repr = repr(rp_mod.SSHException)
+client_cls = ssh_mod.paramiko.SSHClient          # first real use loads paramiko
+import paramiko
+print(json.dumps({"loaded_before": loaded_before, "placeholder": placeholder_repr,
+                  "rebound": rp_mod.SSHException is paramiko.SSHException,
+                  "is_exception": issubclass(rp_mod.SSHException, BaseException),
+                  "client": client_cls is paramiko.SSHClient}))
+'''))
+    assert out == {"loaded_before": False, "placeholder": "<deferred paramiko.SSHException>",
+                   "rebound": True, "is_exception": True, "client": True}
+
+
+def test_patches_command_prints_the_record(run_python):
+    proc = run_python("import sys; from rpl_noqt.cli import main; sys.exit(main(['patches']))")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "patch(es) applied" in proc.stdout and "pyrpl.async_utils -> rpl_noqt.shims.async_utils" in proc.stdout
+    assert "paramiko -> rpl_noqt.deferred.DeferredModule" in proc.stdout
