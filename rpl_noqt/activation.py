@@ -156,17 +156,36 @@ def _patch_memory(memory_module: types.ModuleType) -> None:
     loop.at_shutdown(flush_configs)
 
 
+#: How long an exit-time flush waits for a board lock before writing anyway.
+FLUSH_LOCK_TIMEOUT_S = 5.0
+
+
 def flush_configs(trees: Any = None) -> int:
-    """Write every config tree with a pending delayed save now; returns how many."""
+    """Write every config tree with a pending delayed save now; returns how many.
+
+    Waits at most :data:`FLUSH_LOCK_TIMEOUT_S` for a board held by a stuck
+    thread, then writes without the lock (logged) rather than hang the exit.
+    """
     written = 0
     for tree in list(_config_trees if trees is None else trees):
         timer = getattr(tree, "_savetimer", None)
-        if timer is not None and timer.isActive():
-            try:
+        if timer is None or not timer.isActive():
+            continue
+        lock = tree.__dict__.get(threadsafe.LOCK_ATTR)
+        locked = lock is None or lock.acquire(timeout=FLUSH_LOCK_TIMEOUT_S)
+        try:
+            if locked:
                 tree._write_to_file()
-                written += 1
-            except Exception:
-                logger.exception("could not flush config file %s", getattr(tree, "_filename", "?"))
+            else:
+                logger.error("board lock %s held by %s for %.1f s: writing %s without it",
+                             lock.name, lock.holder(), lock.held_for(), getattr(tree, "_filename", "?"))
+                _record.get_original(type(tree), "_write_to_file")(tree)
+            written += 1
+        except Exception:
+            logger.exception("could not flush config file %s", getattr(tree, "_filename", "?"))
+        finally:
+            if locked and lock is not None:
+                lock.release()
     return written
 
 

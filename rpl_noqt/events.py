@@ -12,7 +12,9 @@ sender filter lets an observer pick one module or one session::
     events.attribute_changed.connect(log_everything)    # every module of every board
 
 Receivers run in the thread that made the change (or the event-loop thread for
-timer-driven changes); keep them short and thread-safe. Receivers are held
+timer-driven changes), *while that board's lock is held*: keep them short and
+thread-safe, and do not wait in them for another board's lock (two boards'
+observers waiting for each other would deadlock). Receivers are held
 weakly by default (blinker), so keep a reference to a receiver you define
 inline.
 """

@@ -191,11 +191,15 @@ class _BackgroundLoop:
             raise LoopThreadError("shutdown() cannot run on the event-loop thread")
         ready.wait(_START_TIMEOUT_S)
         portal = box.get("portal")
-        if portal is not None:
+        if portal is not None and loop is not None and not loop.is_closed():
+            import asyncio
+            import concurrent.futures
+
+            # bounded: a task stuck in a blocking call must not hang interpreter exit
             try:
-                portal.call(portal.stop, True)
-            except RuntimeError:  # loop already gone
-                pass
+                asyncio.run_coroutine_threadsafe(portal.stop(cancel_remaining=True), loop).result(timeout)
+            except (RuntimeError, concurrent.futures.TimeoutError):
+                logger.error("event loop did not stop within %.1f s; leaving its daemon thread", timeout)
         thread.join(timeout)
         if thread.is_alive():
             logger.error("event loop thread did not stop within %.1f s (a task blocks it)", timeout)

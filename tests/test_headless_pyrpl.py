@@ -196,3 +196,28 @@ assert p.c._savetimer.isActive(), "expected a pending delayed save"
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = proc.stdout.strip().splitlines()[0]
     assert _config_value(config, "asg0", "frequency") == pytest.approx(7777.0, abs=0.1)
+
+
+def test_exit_does_not_hang_when_a_stuck_thread_holds_the_board(run_python):
+    proc = run_python('''
+import threading, time
+import rpl_noqt.auto, pyrpl
+from rpl_noqt.threadsafe import board_lock
+import rpl_noqt.activation as act
+act.FLUSH_LOCK_TIMEOUT_S = 0.5
+p = pyrpl.Pyrpl(config="stuck", hostname="_FAKE_REDPITAYA_", gui=False)
+print(p.c._filename)
+p.rp.asg0.frequency = 1111.0
+p.rp.asg0.frequency = 2222.0  # pending delayed save
+held = threading.Event()
+def stuck():
+    with board_lock(p.rp):
+        held.set()
+        time.sleep(1000)
+threading.Thread(target=stuck, daemon=True).start()
+held.wait(5)
+''', timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "writing" in proc.stderr and "without it" in proc.stderr
+    config = proc.stdout.strip().splitlines()[0]
+    assert _config_value(config, "asg0", "frequency") == pytest.approx(2222.0, abs=0.1)
