@@ -1,0 +1,26 @@
+"""Numeric limits of PyRPL registers, read from the live register descriptors.
+
+PyRPL silently clips out-of-range values (``pid.p = 5000`` gives 2048); the
+plugins refuse them instead, naming the limits taken from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import check_number
+
+__all__ = ("register_limits", "check_register")
+
+
+def register_limits(module: Any, name: str) -> tuple[float, float]:
+    """``(min, max)`` of attribute ``name`` of a PyRPL module, as its descriptor declares them."""
+    descriptor = getattr(type(module), name)
+    return float(descriptor.min), float(descriptor.max)
+
+
+def check_register(setting: str, value: Any, module: Any, name: str, unit: str = "", scale: float = 1.0) -> float:
+    """Check ``value`` (in units ``scale`` x the register's) against the register's limits."""
+    low, high = register_limits(module, name)
+    low, high = sorted((low * scale, high * scale))
+    return check_number(setting, value, low, high, unit)
