@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("rpl_noqt.sim.cli", "run the simulated Red Pitaya monitor server"),
     "demo": ("rpl_noqt.demo", "drive a simulated board from several threads and report"),
     "patches": ("rpl_noqt.patches_cli", "activate the shim and print the patch record"),
+    "compat": ("rpl_noqt.compat.cli", "run PyRPL's own test suite under the shim on the simulator"),
 }
 
 

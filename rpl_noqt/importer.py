@@ -182,6 +182,10 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
             module = self._standins[name] = placeholder_module(name, package=True)
         self.record.note("import", name, module.__name__, "Qt stand-in served to PyRPL", served_to=importer)
         if fromlist:
+            if name == "qtpy":  # 'from qtpy import QtTest': a submodule we do not model
+                for item in fromlist:
+                    if item.startswith("Qt") and not hasattr(module, item):
+                        setattr(module, item, self._standin(f"qtpy.{item}", ("*",), importer))
             return module
         return self._standins[name.partition(".")[0]]
 

@@ -13,8 +13,9 @@ modules load:
   refuse to run once their session is closed;
 * ``pyrpl.redpitaya``: each ``RedPitaya`` gets its own lock and its own copy
   of the connection parameters (upstream shares one module-global dict
-  between all boards), and, when asked (``rpl_noqt_direct=True``), connects
-  straight to a running monitor server with no SSH and no FPGA upload;
+  between all boards), and, when asked (``rpl_noqt_direct=True``, or the
+  board's ``host:port`` listed in ``$RPL_NOQT_DIRECT``), connects straight to
+  a running monitor server with no SSH, no FPGA upload and no server install;
 * ``pyrpl.memory``: config writes from the save timer take the board lock;
 * ``pyrpl.acquisition_module``: blocking ``single()`` calls on one module
   queue instead of cancelling each other (upstream's ``_renew_run`` cancels
@@ -31,6 +32,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import threading
 import types
 from collections.abc import Callable
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_ATTR = "_rpl_noqt_lock"
 DIRECT_PARAMETER = "rpl_noqt_direct"
+#: ``host:port[,host:port...]``: boards to reach directly even without the parameter
+DIRECT_ENV = "RPL_NOQT_DIRECT"
 _CONSTRUCTION_LOCK = threading.RLock()  # RedPitaya construction swaps a module global
 _CLIENT_LOCK_LOCK = threading.Lock()  # creates private locks for stray clients
 
@@ -260,7 +264,38 @@ class _NoShell:
 
 
 def _direct(rp: Any) -> bool:
-    return bool(getattr(rp, "parameters", {}).get(DIRECT_PARAMETER))
+    parameters = getattr(rp, "parameters", {})
+    if parameters.get(DIRECT_PARAMETER):
+        return True
+    return _listed_as_direct(parameters.get("hostname"), parameters.get("port"))
+
+
+def direct_boards_from_env() -> set[tuple[str, int]]:
+    """The boards listed in ``$RPL_NOQT_DIRECT`` (``host:port[,host:port...]``).
+
+    A RedPitaya whose hostname and port match an entry is reached directly,
+    exactly as with ``rpl_noqt_direct=True``: for code that builds PyRPL
+    objects itself (the pyrpl test suite under ``rpl-noqt compat``), where the
+    new parameter cannot be passed. A malformed entry raises ``ValueError``.
+    """
+    value = os.environ.get(DIRECT_ENV, "").strip()
+    boards: set[tuple[str, int]] = set()
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{DIRECT_ENV}={value!r}: entry {entry!r} is not host:port (port 1-65535)")
+        boards.add((host.strip().lower(), int(port)))
+    return boards
+
+
+def _listed_as_direct(hostname: Any, port: Any) -> bool:
+    if not os.environ.get(DIRECT_ENV) or not isinstance(hostname, str):
+        return False
+    try:
+        return (hostname.strip().lower(), int(port)) in direct_boards_from_env()
+    except (TypeError, ValueError):
+        logger.error("ignoring malformed %s=%r", DIRECT_ENV, os.environ.get(DIRECT_ENV), exc_info=True)
+        return False
 
 
 def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
@@ -331,10 +366,19 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
         """the monitor server already runs; (re)connecting is all there is to do"""
         return self.parameters["port"]
 
+    def no_fpga_upload(self: Any, filename: Any = None, dtbo_filename: Any = None) -> None:
+        """no FPGA upload; the monitor server runs the image it has"""
+        logger.debug("direct connection to %s: FPGA upload skipped", self.parameters["hostname"])
+
+    def no_server_install(self: Any) -> None:
+        """no server installation; the monitor server already runs"""
+
     direct_or("start_ssh", no_ssh)
     direct_or("get_os_version", no_os_version)
     direct_or("startserver", no_server_start)
     direct_or("restartserver", no_server_start)
+    direct_or("_update_fpga", no_fpga_upload)
+    direct_or("installserver", no_server_install)
 
 
 def _patch_memory_writes(module: types.ModuleType, record: PatchRecord) -> None:

@@ -221,3 +221,24 @@ def test_patches_command_prints_the_record(run_python):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "patch(es) applied" in proc.stdout and "pyrpl.async_utils -> rpl_noqt.shims.async_utils" in proc.stdout
     assert "paramiko -> rpl_noqt.deferred.DeferredModule" in proc.stdout
+
+
+def test_qt_submodules_we_do_not_model_are_gui_placeholders_either_way(run_python):
+    # pyrpl's widget tests write both 'from qtpy.QtTest import QTest' and
+    # 'from qtpy import QtTest'; both must import, and using either is a GUI request
+    proc = run_python(BLOCK_QT + r'''
+import json, rpl_noqt, pyrpl
+from rpl_noqt.errors import GuiUnavailableError
+from rpl_noqt.importer import PyrplImportRedirector
+redirector = next(f for f in sys.meta_path if isinstance(f, PyrplImportRedirector))
+qtpy = redirector._scoped_import("qtpy", {"__name__": "pyrpl.test.x"}, None, ("QtCore", "QtTest"), 0)
+sub = redirector._scoped_import("qtpy.QtTest", {"__name__": "pyrpl.test.y"}, None, ("QTest",), 0)
+try:
+    qtpy.QtTest.QTest.mouseClick(None, None)
+    raised = False
+except GuiUnavailableError:
+    raised = True
+print(json.dumps({"same": qtpy.QtTest is sub, "raised": raised, "qtcore": qtpy.QtCore.__name__}))
+'''.replace("import json, rpl_noqt, pyrpl", "import json, rpl_noqt\nrpl_noqt.activate()\nimport pyrpl"))
+    out = _last_json(proc)
+    assert out == {"same": True, "raised": True, "qtcore": "rpl_noqt.shims.qtcore"}

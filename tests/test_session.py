@@ -215,3 +215,24 @@ def test_module_classes_defined_later_are_locked_too(session):
 
     assert getattr(UserModule.do_something, "_rpl_noqt_locked", False)
     assert getattr(type(session.rp.scope).single, "_rpl_noqt_locked", False)
+
+
+def test_boards_listed_in_rpl_noqt_direct_are_reached_directly(sim, monkeypatch):
+    # plain PyRPL code that cannot pass rpl_noqt_direct (pyrpl's own test
+    # suite asks for reloadfpga=True): no SSH, no FPGA upload, no server install
+    import pyrpl
+
+    from rpl_noqt import threadsafe
+
+    monkeypatch.setenv("RPL_NOQT_DIRECT", f"localhost:1, {sim.host}:{sim.port}")
+    assert threadsafe.direct_boards_from_env() == {("localhost", 1), (sim.host, sim.port)}
+    p = pyrpl.Pyrpl(config="", hostname=sim.host, port=sim.port, gui=False, reloadfpga=True, reloadserver=True)
+    try:
+        assert p.rp.os_version.startswith("unknown (direct")
+        p.rp.hk.led = 5
+        assert p.rp.hk.led == 5
+    finally:
+        p._clear()  # also ends the client
+    monkeypatch.setenv("RPL_NOQT_DIRECT", "no-port")
+    with pytest.raises(ValueError, match="RPL_NOQT_DIRECT"):
+        threadsafe.direct_boards_from_env()

@@ -22,6 +22,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="what to do with a second client (default: queue, like the real server's backlog)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the noise generator")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
+                        help="white noise (V rms) on both inputs, like a board's ADCs (default 0: noiseless)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Simulator(args.host, args.port, client_policy=args.client_policy, seed=args.seed) as sim:
+            if args.noise:
+                for channel in (1, 2):
+                    sim.model.set_loopback(channel, noise=args.noise)
             print(f"rpl-noqt sim listening on {sim.host}:{sim.port}", flush=True)
             while not stop.wait(0.5):
                 pass

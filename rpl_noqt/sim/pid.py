@@ -12,7 +12,10 @@ The integrator is the only slow state.  :meth:`Pid.step` advances it with an
 implicit Euler step whose loop gain is measured by perturbing the PID output
 and re-evaluating its input through the routing; implicit Euler stays stable for
 any step size, so arbitrarily long idle times cost a bounded number of steps.
-The D term and the input filters are not simulated (the FPGA D term is
+Tones (the phasor view the IQ modules and the network analyzer use) go
+through the RTL's exact steady-state response: input filter bank, P and I
+with their pipeline delays (:meth:`Pid.tone_response`). In the time domain
+the D term and the input filters are not simulated (the FPGA D term is
 disabled in the shipped design as well).
 """
 
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import filters
 from .dsp import DspBlock, EvalContext
 from .signals import CODES_PER_VOLT, FPGA_CLOCK_HZ, Spectrum, V_MAX, signed, to_unsigned
 
 PSR, ISR, DSR, GAINBITS = 12, 32, 10, 24
 FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
+FILTER_PARAMS = filters.FilterParams(stages=FILTERSTAGES, shiftbits=FILTERSHIFTBITS, minbw=FILTERMINBW)
 IVAL_MAX = (2**15 - 1) / CODES_PER_VOLT
 HISTORY = 8192
 
@@ -133,10 +138,28 @@ class Pid(DspBlock):
     def fallback(self, t: np.ndarray) -> np.ndarray:
         return self.clamp(self.ival_at(t) + self.p_gain * self.last_err)
 
+    def tone_response(self, freqs: np.ndarray) -> np.ndarray:
+        """Steady-state response to tones (not to DC) at ``freqs``, from the RTL pipeline.
+
+        input filter bank, then ``error`` (1 register), P: ``kp_reg`` (1),
+        I: ``ki_mult`` (1) and the accumulator ``int_reg`` (``z^-1/(1-z^-1)``),
+        then ``pid_out`` (1) and the min/max ``out_buffer`` (1): P is delayed
+        by 4 cycles, I by 5 plus the accumulation.
+        """
+        freqs = np.asarray(freqs, dtype=float)
+        z1 = np.exp(-2j * np.pi * freqs / FPGA_CLOCK_HZ)
+        ki_per_cycle = self.i_rate / FPGA_CLOCK_HZ
+        with np.errstate(divide="ignore", invalid="ignore"):
+            integral = np.where(freqs != 0, ki_per_cycle * z1 / (1.0 - z1), 0.0)
+        h = z1**4 * (self.p_gain + integral)
+        if self.filter:
+            h = h * filters.response(self.filter, FILTER_PARAMS, freqs)
+        return h
+
     def signal_spectrum(self, ctx: EvalContext) -> Spectrum:
         s = self.model.bus.input_spectrum(self.number, ctx)
         p = self.p_gain
-        out = Spectrum(freqs=s.freqs.copy(), amps=s.amps * p, noise=abs(p) * s.noise)
+        out = Spectrum(freqs=s.freqs.copy(), amps=s.amps * self.tone_response(s.freqs), noise=abs(p) * s.noise)
         out.dc = float(self.clamp(self.ival + p * (s.dc - self.setpoint)))
         return out
 
@@ -159,6 +182,27 @@ class Pid(DspBlock):
         quiet.overrides[self.number] = base + delta
         return (float(self.error(tt, quiet)[0]) - e0) / delta, e0
 
+    def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
+        """Turn the tones in sampled errors into their averages over each step.
+
+        The integrator sums every cycle; a step of ``dt`` that sampled a tone
+        once would integrate ``dt`` times one random-looking sample of it (a
+        random walk: an NA sweep through an integrating PID would wind it up).
+        Each step gets the exact mean of the tone over ``(t - dt, t]`` instead;
+        tones slow compared with ``dt`` are left as they are.
+        """
+        if dt <= 0 or len(times) == 0:
+            return np.zeros(len(times))
+        s = self.model.bus.input_spectrum(self.number, ctx)
+        if len(s.freqs) == 0:
+            return np.zeros(len(times))
+        w = 2 * np.pi * np.asarray(s.freqs, dtype=float)
+        x = w * dt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(np.abs(x) > 1e-6, (1.0 - np.exp(-1j * x)) / (1j * x), 1.0)
+        phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
+        return np.real(phasors @ (np.asarray(s.amps) * (mean - 1.0)))
+
     def advance(self, times: np.ndarray, dt: float, gain: float) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).
 
@@ -172,7 +216,7 @@ class Pid(DspBlock):
         base = self.state_output()
         ctx = EvalContext(self.model.rng)
         ctx.overrides[self.number] = base
-        e_ext = self.error(times, ctx)
+        e_ext = self.error(times, ctx) + self._tone_averaging(times, dt, ctx)
         p = self.p_gain
         k = self.i_rate
         lo = signed(self.out_min, 14) / CODES_PER_VOLT

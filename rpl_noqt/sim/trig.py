@@ -138,6 +138,10 @@ class Trig(DspBlock):
     # -- signals ----------------------------------------------------------------
     def output_signal(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         if self.output_select == 1:
+            if self.armed and np.size(t):
+                # the phase latched by a trigger up to the instant asked for
+                # (a sampler read is the only access right after arming)
+                self.update(min(float(np.max(t)), self.model.clock.now()))
             return np.full(np.shape(t), signed(self.phase, 14) / CODES_PER_VOLT)
         return np.zeros(np.shape(t))
 

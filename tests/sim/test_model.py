@@ -257,3 +257,71 @@ def test_samples_keep_the_values_they_had_when_taken(m, clock):
     trace = np.roll(data, -(rd(m, SCOPE + 0x1C) + 2**14 + 1))
     assert np.abs(trace[: 2**13 - 10]).max() == pytest.approx(0.5, abs=0.01)
     assert np.abs(trace[2**13 + 10 :]).max() == pytest.approx(0.1, abs=0.01)
+
+
+def test_trig_phase_read_through_the_sampler_right_after_arming(m, clock):
+    # pyrpl's test_trig arms a neg-edge trigger and reads the latched phase
+    # through the sampler at once: the read itself must find the edge
+    start_sine(m, freq=10e3, amp=0.4)
+    trig = 3
+    m.write(dsp(trig, 0x0), [8])  # input: asg0
+    m.write(dsp(trig, 0x10C), [1])  # output_signal: asg0 phase
+    m.write(dsp(trig, 0x118), [0])  # threshold 0 V
+    m.write(dsp(trig, 0x11C), [8])  # small hysteresis
+    for source, expected in ((1, 0.0), (2, 180.0)):
+        m.write(dsp(trig, 0x108), [source])
+        m.write(dsp(trig, 0x100), [1])  # arm
+        clock.advance(2e-4)  # two periods
+        code = rd(m, dsp(trig, 0x10)) & 0x3FFF
+        phase = (code - 2**14 if code & 0x2000 else code) * 360 / 2**14
+        assert abs((phase - expected + 180) % 360 - 180) < 1.0, (source, phase)
+
+
+def test_pid_tones_see_the_rtl_pipeline_and_filters(m):
+    pid = m.bus.blocks[0]
+    f = np.array([1e3, 1e6])
+    z1 = np.exp(-2j * np.pi * f * CYCLE)
+    m.write(dsp(0, 0x108), [2**12])  # P = 1
+    assert np.allclose(pid.tone_response(f), z1**4)  # error, kp_reg, pid_out, out_buffer
+    m.write(dsp(0, 0x108), [0])
+    ki = round(1e3 * 2**32 * 2 * np.pi * 8e-9)  # unity gain at 1 kHz
+    m.write(dsp(0, 0x10C), [ki])
+    assert abs(pid.tone_response(np.array([1e3]))[0]) == pytest.approx(1.0, rel=1e-3)
+    m.write(dsp(0, 0x120), [0x80 | 10])  # one low-pass stage on: the bandwidth cuts the 1 MHz tone
+    assert abs(pid.tone_response(f)[1]) < abs(pid.tone_response(f)[0]) * 1e-3 * 1.1
+
+
+def test_pid_integrator_averages_a_fast_tone_instead_of_sampling_it(m, clock):
+    # an NA sweep through an integrating PID: the integrator must not random-walk
+    # (worst case: a tone at the step rate, which point samples would see as DC)
+    m.set_loopback(1, gain=0.0)
+    m.write(dsp(0, 0x10C), [round(250 * 2**32 * 2 * np.pi * 8e-9)])  # 250 Hz unity gain
+    steps = int(np.ceil(0.05 / (0.5 / (2 * np.pi * 250))))  # how FpgaModel.advance steps 50 ms
+    m.inject_tone(1, steps / 0.05, 0.1, phase_deg=60)
+    for _ in range(20):
+        clock.advance(0.05)
+        rd(m, dsp(0, 0x100))
+    ival = ((rd(m, dsp(0, 0x100)) ^ 0x8000) - 0x8000) / 2**13
+    assert abs(ival) < 0.01  # the tone's integral is 0.1 * 250 / 3160: a few mV at most
+
+
+def _iir_coefficient(m, stage, k, value):
+    word = round(value * 2**29) & 0xFFFFFFFF
+    m.write(dsp(4, 0x8000 + 4 * (8 * stage + 2 * k)), [word])
+
+
+def test_iir_tones_see_the_biquads_as_the_rtl_schedules_them(m):
+    iir = m.bus.blocks[4]
+    f = np.array([1e3, 1e5])
+    z1 = np.exp(-2j * np.pi * f * CYCLE)
+    m.write(dsp(4, 0x100), [10])  # loops
+    _iir_coefficient(m, 2, 0, 0.5)  # stage 2: y = 0.5 x + 0.5 y1 (DC gain 1)
+    _iir_coefficient(m, 2, 2, 0.5)
+    assert not np.any(iir.tone_response(f))  # off: 0
+    m.write(dsp(4, 0x104), [1])  # on
+    zl = z1**10
+    hold = (1 - zl) / (10 * (1 - z1))
+    assert np.allclose(iir.tone_response(f), 0.5 / (1 - 0.5 * zl) * z1**8 * hold)
+    assert iir.dc_gain() == pytest.approx(1.0)
+    m.write(dsp(4, 0x104), [3])  # shortcut wins: the input, one cycle later
+    assert np.allclose(iir.tone_response(f), z1)
