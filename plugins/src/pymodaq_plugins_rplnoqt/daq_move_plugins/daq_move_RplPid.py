@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymodaq.control_modules.move_utility_classes import (
-    DAQ_Move_base,
-    DataActuatorType,
-    comon_parameters_fun,
-    main,
-)
-from pymodaq.utils.data import DataActuator
+from pymodaq.control_modules.move_utility_classes import DataActuatorType, comon_parameters_fun, main
 
-from pymodaq_plugins_rplnoqt.common import (
-    apply_values,
-    board_params,
-    close_board,
-    commit_board_setting,
-    open_board,
-)
+from pymodaq_plugins_rplnoqt.actuator import BoardActuator
+from pymodaq_plugins_rplnoqt.common import board_params
 from pymodaq_plugins_rplnoqt.hardware.options import DSP_SIGNALS, OUTPUT_DIRECTS, PID_MODULES
 from pymodaq_plugins_rplnoqt.hardware.pid import PID_SETTINGS, PidDriver
 
 
-class DAQ_Move_RplPid(DAQ_Move_base):
+class DAQ_Move_RplPid(BoardActuator):
     """Setpoint (V) of the Red Pitaya's PID controller pid0, pid1 or pid2 (the axis), via rpl-noqt.
 
     Proportional and integral gains, input and output are settings, read back
@@ -52,71 +41,17 @@ class DAQ_Move_RplPid(DAQ_Move_base):
          "label": "Reset"},
     ] + comon_parameters_fun(axis_names=_axis_names, epsilon=_epsilons)
 
-    def ini_attributes(self) -> None:
-        self.controller = None
-        self._pid: PidDriver | None = None
+    driver_class = PidDriver
+    driver_settings = PID_SETTINGS
 
-    def ini_stage(self, controller: Any = None) -> tuple[str, bool]:
-        """Join the board (or the master's) and read the PID's settings back."""
-        self.controller = open_board(self, controller)
-        try:
-            self._bind()
-        except BaseException:
-            close_board(self)
-            raise
-        return f"{self._pid.name} on {self.controller!r}", True
+    read_method = "setpoint"
+    write_method = "set_setpoint"
 
-    def _bind(self) -> None:
-        self._pid = PidDriver(self.controller, self.axis_name)
-        apply_values(self.settings, self._pid.read_settings())
-
-    def get_actuator_value(self) -> DataActuator:
-        """The setpoint, read from the board."""
-        assert self._pid is not None, "read before initialisation"
-        return self.get_position_with_scaling(DataActuator(data=self._pid.setpoint(), units=self.axis_unit))
-
-    def move_abs(self, value: DataActuator) -> None:
-        """Set the setpoint; the target becomes the setpoint the board took."""
-        assert self._pid is not None, "move before initialisation"
-        value = self.check_bound(value)
-        self.target_value = value
-        hardware = self.set_position_with_scaling(value)
-        reached = self._pid.set_setpoint(float(hardware.value(self.axis_unit)))
-        self.target_value = self.get_position_with_scaling(DataActuator(data=reached, units=self.axis_unit))
-
-    def move_rel(self, value: DataActuator) -> None:
-        """Move the setpoint by ``value``."""
-        self.move_abs(self.current_value + value)
-
-    def move_home(self) -> None:
-        """Setpoint 0 V."""
-        assert self._pid is not None, "move before initialisation"
-        self._pid.set_setpoint(0.0)
-        self.move_done()
-
-    def stop_motion(self) -> None:
-        """Moves are immediate: report the setpoint."""
-        self.move_done()
-
-    def commit_settings(self, param: Any) -> None:
-        """Send a changed setting to the board; a refused value is reported and the tree shows the board again."""
-        if commit_board_setting(self, param) or self._pid is None:
-            return
-        if param.name() == "axis":
-            self._bind()
-        elif param.name() == "reset_integrator":
-            self._pid.reset_integrator()
-        elif param.name() in PID_SETTINGS:
-            try:
-                apply_values(self.settings, self._pid.configure(**{param.name(): param.value()}))
-            except Exception:
-                apply_values(self.settings, self._pid.read_settings())
-                raise
-
-    def close(self) -> None:
-        """Give back this plugin's hold on the board (the PID keeps running)."""
-        self._pid = None
-        close_board(self)
+    def _commit_extra(self, param: Any) -> bool:
+        if param.name() == "reset_integrator":
+            self.driver.reset_integrator()
+            return True
+        return False
 
 
 if __name__ == "__main__":
