@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import GRAB_TIMEOUT_MS, MOVE_TIMEOUT_MS, set_setting
+from pmd_helpers import GRAB_TIMEOUT_MS, MOVE_TIMEOUT_MS, set_setting
 
 from rpl_noqt.analysis import fit_sine
 

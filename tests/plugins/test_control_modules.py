@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import move_abs, set_setting, snap
+from pmd_helpers import move_abs, set_setting, snap
 
 from pymodaq_plugins_rplnoqt.hardware import simulator
 from pymodaq_plugins_rplnoqt.hardware.board import Board
