@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .board import Board
+from .driver import ModuleDriver
 from .limits import check_register
 from .options import ASG_MODULES, ASG_WAVEFORMS, OUTPUT_DIRECTS, SettingError, check_choice
 
@@ -18,20 +18,15 @@ __all__ = ("AsgDriver", "ASG_SETTINGS")
 ASG_SETTINGS = ("waveform", "amplitude", "offset", "output_direct", "enabled")
 
 
-class AsgDriver:
+class AsgDriver(ModuleDriver):
     """One generator of the board: ``AsgDriver(board, "asg0")``."""
 
-    def __init__(self, board: Board, name: str) -> None:
-        self.board = board
-        self.name = check_choice("ASG module", name, ASG_MODULES)
-
-    @property
-    def _asg(self) -> Any:
-        return getattr(self.board.rp, self.name)
+    kind = "ASG"
+    choices = ASG_MODULES
 
     def read_settings(self) -> dict[str, Any]:
         """Frequency (Hz), amplitude and offset (V), waveform, output and whether it runs, from the board."""
-        a = self._asg
+        a = self.module
         with self.board.lock:
             return {
                 "frequency": float(a.frequency),
@@ -44,11 +39,11 @@ class AsgDriver:
 
     def frequency(self) -> float:
         """The frequency the generator runs at (Hz), read from the board."""
-        return float(self._asg.frequency)
+        return float(self.module.frequency)
 
     def set_frequency(self, frequency: float) -> float:
         """Set the frequency; returns the one the board took (quantised to about 0.12 Hz)."""
-        a = self._asg
+        a = self.module
         value = check_register("frequency", frequency, a, "frequency", "Hz")
         with self.board.lock:
             a.frequency = value
@@ -63,7 +58,7 @@ class AsgDriver:
         unknown = set(changes) - set(ASG_SETTINGS)
         if unknown:
             raise SettingError(f"unknown ASG setting(s) {sorted(unknown)}; allowed: {', '.join(ASG_SETTINGS)}")
-        a = self._asg
+        a = self.module
         setup: dict[str, Any] = {}
         if "waveform" in changes:
             setup["waveform"] = check_choice("waveform", changes["waveform"], ASG_WAVEFORMS)

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from .board import Board
+from .driver import ModuleDriver
 from .limits import check_register
 from .options import DSP_SIGNALS, IQ_MODULES, OUTPUT_DIRECTS, SettingError, check_choice, check_number
 
@@ -28,20 +28,15 @@ IQ_SETTINGS = ("input", "frequency", "bandwidth", "amplitude", "output_direct")
 _CLOCK = 125e6
 
 
-class IqDriver:
+class IqDriver(ModuleDriver):
     """One IQ module of the board: ``IqDriver(board, "iq0")``."""
 
-    def __init__(self, board: Board, name: str) -> None:
-        self.board = board
-        self.name = check_choice("IQ module", name, IQ_MODULES)
-
-    @property
-    def _iq(self) -> Any:
-        return getattr(self.board.rp, self.name)
+    kind = "IQ"
+    choices = IQ_MODULES
 
     def read_settings(self) -> dict[str, Any]:
         """Input, frequency (Hz), bandwidth (Hz, first filter stage), excitation, from the board."""
-        q = self._iq
+        q = self.module
         with self.board.lock:
             return {
                 "input": q.input,
@@ -53,7 +48,7 @@ class IqDriver:
 
     def bandwidth_limits(self) -> tuple[float, float]:
         """Smallest and largest quadrature filter bandwidth the FPGA offers (Hz)."""
-        positive = [float(b) for b in self._iq.bandwidths if b > 0]
+        positive = [float(b) for b in self.module.bandwidths if b > 0]
         return min(positive), max(positive)
 
     def configure(self, **changes: Any) -> dict[str, Any]:
@@ -66,7 +61,7 @@ class IqDriver:
         unknown = set(changes) - set(IQ_SETTINGS)
         if unknown:
             raise SettingError(f"unknown IQ setting(s) {sorted(unknown)}; allowed: {', '.join(IQ_SETTINGS)}")
-        q = self._iq
+        q = self.module
         values: dict[str, Any] = {}
         if "input" in changes:
             values["input"] = check_choice("input", changes["input"], DSP_SIGNALS)
@@ -91,7 +86,7 @@ class IqDriver:
         sums; the calling thread sleeps meanwhile without holding the board.
         """
         check_number("integration_time", integration_time, 1e-6, 10.0, "s")
-        q = self._iq
+        q = self.module
         with self.board.lock:
             bandwidth = float(q.bandwidth[0]) or 1e3
             averages = max(1, int(round(integration_time * _CLOCK)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .board import Board
+from .driver import ModuleDriver
 from .limits import check_register
 from .options import DSP_SIGNALS, OUTPUT_DIRECTS, PID_MODULES, SettingError, check_choice
 
@@ -20,20 +20,15 @@ __all__ = ("PidDriver", "PID_SETTINGS")
 PID_SETTINGS = ("p", "i", "input", "output_direct")
 
 
-class PidDriver:
+class PidDriver(ModuleDriver):
     """One PID of the board: ``PidDriver(board, "pid0")``."""
 
-    def __init__(self, board: Board, name: str) -> None:
-        self.board = board
-        self.name = check_choice("PID module", name, PID_MODULES)
-
-    @property
-    def _pid(self) -> Any:
-        return getattr(self.board.rp, self.name)
+    kind = "PID"
+    choices = PID_MODULES
 
     def read_settings(self) -> dict[str, Any]:
         """Setpoint (V at the input's connector), gains, input, output and integrator value, from the board."""
-        p = self._pid
+        p = self.module
         with self.board.lock:
             source = p.input
             return {
@@ -47,13 +42,13 @@ class PidDriver:
 
     def setpoint(self) -> float:
         """The setpoint (V at the input's connector), read from the board."""
-        p = self._pid
+        p = self.module
         with self.board.lock:
             return float(p.setpoint) * self.board.scale(p.input)
 
     def set_setpoint(self, volts: float) -> float:
         """Set the setpoint (V at the input's connector); returns what the board took."""
-        p = self._pid
+        p = self.module
         with self.board.lock:
             k = self.board.scale(p.input)
             value = check_register("setpoint", volts, p, "setpoint", "V", scale=k)
@@ -62,7 +57,7 @@ class PidDriver:
 
     def reset_integrator(self) -> None:
         """Set the integrator to 0 V (the output restarts from the proportional part)."""
-        self._pid.ival = 0.0
+        self.module.ival = 0.0
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Validate then apply a subset of :data:`PID_SETTINGS`; returns the read-back settings.
@@ -73,7 +68,7 @@ class PidDriver:
         unknown = set(changes) - set(PID_SETTINGS)
         if unknown:
             raise SettingError(f"unknown PID setting(s) {sorted(unknown)}; allowed: {', '.join(PID_SETTINGS)}")
-        p = self._pid
+        p = self.module
         values: dict[str, Any] = {}
         if "p" in changes:
             values["p"] = check_register("p", changes["p"], p, "p")
