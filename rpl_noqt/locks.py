@@ -76,10 +76,10 @@ class DeviceLock:
     # -- acquire / release -------------------------------------------------------------
     def acquire(self, blocking_: bool = True, timeout: float = -1) -> bool:
         me = threading.get_ident()
+        if self._owner == me:  # re-entry: only this thread can change these now
+            self._count += 1
+            return True
         with self._state:
-            if self._owner == me:
-                self._count += 1
-                return True
             if self._owner is None:
                 self._take(me)
                 return True
@@ -106,13 +106,13 @@ class DeviceLock:
                 waiter.signalled = False
 
     def release(self) -> None:
-        me = threading.get_ident()
-        with self._state:
-            if self._owner != me:
-                raise RuntimeError(f"board lock {self.name!r} released by a thread that does not hold it")
+        if self._owner != threading.get_ident():
+            raise RuntimeError(f"board lock {self.name!r} released by a thread that does not hold it")
+        if self._count > 1:  # inner release: only the owner touches the count
             self._count -= 1
-            if self._count:
-                return
+            return
+        with self._state:
+            self._count = 0
             blocking.note_released(self)
             if not self._waiters:
                 self._owner = None
