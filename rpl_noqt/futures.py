@@ -54,7 +54,7 @@ class _ThreadSafeMixin:
         return _base(self).remove_done_callback(self, fn)
 
 
-def _base(obj: object) -> type:
+def _base(obj: object) -> Any:
     return asyncio.Task if isinstance(obj, asyncio.Task) else asyncio.Future
 
 

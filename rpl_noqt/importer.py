@@ -235,6 +235,7 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
         if fullname == "pyrpl.widgets" or fullname.startswith("pyrpl.widgets."):
             # never executed, so never looked up on disk: every name is a placeholder package
             served = self._served_module(fullname, "widgets")
+            assert served is not None
             return importlib.machinery.ModuleSpec(fullname, _ServedLoader(served, self), is_package=True)
         spec = self._find_real_spec(fullname, path, target)
         if spec is None:

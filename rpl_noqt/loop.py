@@ -157,7 +157,7 @@ class _BackgroundLoop:
                 f"blocking call of {func!r} from the event-loop thread would deadlock; await it instead"
             )
         self.get_loop()
-        return self._portal_or_raise().call(func, *args)  # type: ignore[arg-type]
+        return self._portal_or_raise().call(func, *args)  # type: ignore[arg-type,return-value]
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         import asyncio

@@ -48,7 +48,7 @@ def _normalise_host(hostname: str) -> str:
     except ValueError:
         pass
     try:  # localhost and names in /etc/hosts resolve without a network
-        return socket.getaddrinfo(hostname, None, socket.AF_INET)[0][4][0]
+        return str(socket.getaddrinfo(hostname, None, socket.AF_INET)[0][4][0])
     except OSError:
         return hostname.lower()
 

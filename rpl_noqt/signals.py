@@ -362,9 +362,9 @@ class SignalInstance:
                 )
             return (None, slot.emit, slot._nargs, mode, key)
         receiver = getattr(slot, "__self__", None)
-        func = getattr(slot, "__func__", None)
+        func: Callable[..., Any] | None = getattr(slot, "__func__", None)
         weak = receiver is not None and func is not None and inspect.ismethod(slot)
-        target = func if weak else slot
+        target: Callable[..., Any] = func if (weak and func is not None) else slot
         required, maximum = _slot_arity(target, skip_self=weak)
         if required > self._nargs:
             raise TypeError(
@@ -375,7 +375,7 @@ class SignalInstance:
         n = self._nargs if maximum is None else min(maximum, self._nargs)
         if weak:
             ref = weakref.ref(receiver, self._reaper(key))
-            return (ref, func, n, mode, key)
+            return (ref, target, n, mode, key)
         return (None, slot, n, mode, key)
 
     def _check_annotations(self, target: Callable[..., Any], skip_self: bool, slot: object) -> None:

@@ -61,27 +61,26 @@ INTERACTIVE = False
 
 if sys.version_info >= (3, 11):
     TimeoutError = TimeoutError  # noqa: A001,PLW0127 - asyncio's is the builtin since 3.11
-    _timeout_error_class = None
-else:  # pragma: no cover - Python 3.10
-    _timeout_error_class: type | None = None
 
-    def __getattr_timeout() -> type:
-        global _timeout_error_class
-        if _timeout_error_class is None:
-            import asyncio
-
-            # caught by PyRPL as the builtin TimeoutError and by users as asyncio's
-            class WaitTimeoutError(asyncio.TimeoutError, TimeoutError):  # type: ignore[misc]
-                pass
-
-            _timeout_error_class = WaitTimeoutError
-        return _timeout_error_class
+_TIMEOUT_CLASS: list[type[BaseException]] = []
 
 
 def _timeout_error() -> type[BaseException]:
+    """What ``wait`` raises on timeout: asyncio's TimeoutError *and* the builtin.
+
+    They are one class since Python 3.11; on 3.10 PyRPL catches the builtin
+    while users may catch asyncio's, so a class deriving from both is made.
+    """
     if sys.version_info >= (3, 11):
         return TimeoutError
-    return __getattr_timeout()  # pragma: no cover
+    if not _TIMEOUT_CLASS:  # pragma: no cover - Python 3.10
+        import asyncio
+
+        class WaitTimeoutError(asyncio.TimeoutError, TimeoutError):  # type: ignore[misc]
+            pass
+
+        _TIMEOUT_CLASS.append(WaitTimeoutError)
+    return _TIMEOUT_CLASS[0]
 
 
 def __getattr__(name: str) -> Any:
@@ -89,7 +88,7 @@ def __getattr__(name: str) -> Any:
     # PyRPL starts no thread and creates no application.
     if name == "LOOP":
         return _loop.get_loop()
-    if name == "TimeoutError":  # Python 3.10 only; 3.11+ binds it above
+    if name == "TimeoutError":  # Python 3.10 only; 3.11+ binds it at module level
         return _timeout_error()
     if name == "APP":
         from .qtwidgets import QApplication
