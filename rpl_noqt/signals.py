@@ -46,7 +46,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_origin, overload
 
 from .errors import SlotError
 
@@ -380,7 +380,9 @@ class SignalInstance:
 
     def _check_annotations(self, target: Callable[..., Any], skip_self: bool, slot: object) -> None:
         for declared, annotation in zip(self._types, _annotated_types(target, skip_self)):
-            if isinstance(annotation, type) and annotation is not inspect.Parameter.empty:
+            # plain classes only: list[Any] is a "type" on Python 3.10 but not a class
+            if (isinstance(annotation, type) and get_origin(annotation) is None
+                    and annotation is not inspect.Parameter.empty):
                 if declared is object or annotation is object:
                     continue
                 if not (issubclass(declared, annotation) or annotation in _NUMBER_WIDENING.get(declared, ())

@@ -279,3 +279,12 @@ def test_connect_and_disconnect_while_other_threads_emit():
 def test_connect_requires_callable():
     with pytest.raises(TypeError, match="needs a callable slot"):
         Emitter().ping.connect(42)  # type: ignore[arg-type]
+
+
+def test_parameterised_annotations_are_not_checked_as_classes():
+    e = Emitter()
+
+    def slot(name: str, value: list[int]) -> None: ...
+
+    e.changed.connect(slot)  # list[int] is no class (a "type" on Python 3.10): skipped
+    e.changed.emit("x", [1])
