@@ -62,6 +62,7 @@ class AsgChannel:
         self.hold = 0
         self.trig_pointer = TABLE_SIZE - 1
         self._spectrum_cache: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
+        self.noise_key = int(model.rng.integers(0, 2**63))
 
     # -- control bits ------------------------------------------------------------
     @property
@@ -209,10 +210,26 @@ class AsgChannel:
         if self.zero:
             return np.zeros(t.shape)
         if self.random and self.started and not self.reset:
-            idx = self.model.rng.integers(0, TABLE_SIZE, size=t.shape)
+            idx = self._random_index(t)
         else:
             idx = (self.pointer(t) >> 16) & (TABLE_SIZE - 1)
         return np.minimum(self._table_volts()[idx], V_MAX)
+
+    def _random_index(self, t: np.ndarray) -> np.ndarray:
+        """Table index of the noise mode: one pseudo-random index per FPGA cycle.
+
+        A fixed function of the cycle number (a counter-based hash, seeded per
+        channel), like the RTL's pseudo-random generator: every reader of this
+        output at the same cycle (both scope channels, a module filtering it)
+        sees the same sample.
+        """
+        n = np.floor(np.atleast_1d(t) / CYCLE).astype(np.int64).astype(np.uint64)
+        z = n ^ np.uint64(self.noise_key)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        return (z >> np.uint64(64 - RSZ)).astype(np.int64).reshape(np.shape(t))
 
     def next_wrap(self, t: float) -> float | None:
         """Time of the first ``trig_done`` pulse at or after ``t``: the trigger that

@@ -67,3 +67,21 @@ def response(setting: int, params: FilterParams, freqs: np.ndarray) -> np.ndarra
 def dc_gain(setting: int, params: FilterParams) -> float:
     """DC gain of the bank: 0 if any highpass stage is on, else 1."""
     return 0.0 if any(hp for _, hp in stage_settings(setting, params)) else 1.0
+
+
+def apply(setting: int, params: FilterParams, x: np.ndarray) -> np.ndarray | None:
+    """The filter bank in the time domain, one sample per FPGA cycle, from rest.
+
+    Each stage is the difference equation behind :func:`response`
+    (``y[n] = y[n-1] - alpha y[n-2] + alpha x[n-2]``; a highpass stage outputs
+    ``x[n-1] - lp[n-1]``).  Needs scipy (``lfilter``); returns ``None`` without it.
+    """
+    try:
+        from scipy.signal import lfilter
+    except ImportError:  # pragma: no cover - scipy is in the test extra
+        return None
+    y = np.asarray(x)
+    for alpha, highpass in stage_settings(setting, params):
+        a = [1.0, -1.0, alpha]
+        y = lfilter([0.0, 1.0, -1.0] if highpass else [0.0, 0.0, alpha], a, y)
+    return y

@@ -37,6 +37,10 @@ LUTSZ, LUTBITS, PHASEBITS, GAINBITS, SIGNALBITS, LPFBITS, SHIFTBITS = 11, 17, 32
 INPUT_FILTER = filters.FilterParams(stages=1, shiftbits=5, minbw=50)
 PIPELINE_CYCLES = 3  # input -> quadrature, matches NetworkAnalyzer._delay
 LPF_SCALE = 2.0**22  # LPF units per volt of tone amplitude
+#: longest window (FPGA cycles) whose non-tone input is filtered in the time domain
+RESIDUAL_MAX_CYCLES = 2**20
+#: settling time granted to the quadrature filters before a short window
+RESIDUAL_MIN_SETTLE = 2**14
 
 
 class Iq(DspBlock):
@@ -173,10 +177,66 @@ class Iq(DspBlock):
         z = np.zeros(t.shape, dtype=complex)
         for nu, a in zip(nus, coefs, strict=True):
             z += a * np.exp(1j * nu * t)
+        if noise and ctx.rng is not None and t.size:
+            z += self._residual_zv(t, ctx)
         # quadratures are 24-bit signed: +-2 V of tone amplitude
         return np.clip(z.real, -2.0, 2.0) + 1j * np.clip(z.imag, -2.0, 2.0)
 
+    def _has_residual(self, ctx: EvalContext) -> bool:
+        return ctx.rng is not None and self.model.bus.input_spectrum(self.number, ctx).noise > 0
+
+    def _eval_times(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
+        """Times at which the outputs are evaluated.  With a residual (noise) in
+        the input, the block is evaluated once per FPGA cycle (at the middle of
+        the cycle holding ``t``), so that the local oscillator remodulates the
+        filtered residual at the cycle it was demodulated in."""
+        t = np.asarray(t, dtype=float)
+        if not self._has_residual(ctx):
+            return t
+        return (np.floor(t / CYCLE) + 0.5) * CYCLE
+
+    def _residual_zv(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
+        """Quadratures of what the phasor view leaves out (noise, transients).
+
+        The input is evaluated once per FPGA cycle over the requested window,
+        its steady-state tones (handled exactly by :meth:`_zv_terms`) are
+        subtracted, and the rest goes through the RTL chain in the time domain:
+        input filter, 3-cycle pipeline, multiplication by the local oscillator,
+        quadrature low-pass filters.  The filters start from rest
+        ``settle`` cycles before the window (12 time constants of the slowest
+        quadrature stage, but no longer than the window or
+        ``RESIDUAL_MIN_SETTLE``, whichever is longer: a single sampler read
+        stays cheap, a slow filter then starts a little below its stationary
+        noise level).  Windows longer than that (a scope trace of
+        more than ``RESIDUAL_MAX_CYCLES`` cycles) get no residual: noise then
+        only reaches the quadratures through the network analyzer's statistics.
+        """
+        n = np.floor(t / CYCLE).astype(np.int64)
+        lo, hi = int(n.min()), int(n.max())
+        span = hi - lo + 1
+        if span > RESIDUAL_MAX_CYCLES:
+            return np.zeros(t.shape, dtype=complex)
+        lowpass = [a for a, hp in filters.stage_settings(self.quad_filter, self.quad_params) if not hp]
+        settle = int(12 / min(lowpass)) if lowpass else 0
+        settle = min(settle, max(span, RESIDUAL_MIN_SETTLE))
+        start = lo - settle - PIPELINE_CYCLES
+        tc = (np.arange(start, hi + 1) + 0.5) * CYCLE
+        inner = EvalContext(self.model.rng)  # per-cycle noise: no averaging scale
+        inner.stack = ctx.stack
+        inner.overrides = ctx.overrides
+        s = self.model.bus.input_spectrum(self.number, inner)
+        tones = Spectrum(dc=s.dc, freqs=s.freqs, amps=s.amps)
+        x = self.model.bus.input_of(self.number, tc, inner) - tones.evaluate(tc)
+        x = filters.apply(self.input_filter, INPUT_FILTER, x)
+        if x is None:
+            return np.zeros(t.shape, dtype=complex)
+        x = np.concatenate([np.zeros(PIPELINE_CYCLES), x[:-PIPELINE_CYCLES]])
+        u = 2j * x * np.exp(-1j * (self.theta(tc) - self.phase))
+        z = filters.apply(self.quad_filter, self.quad_params, u)
+        return z[n - start]
+
     def _quadrature(self, t: np.ndarray, ctx: EvalContext, second: bool) -> np.ndarray:
+        t = self._eval_times(t, ctx)
         z = self.zv(t, ctx)
         q = z.imag if second else z.real
         return sat_volts(q * self._gain(2) / 2.0)
@@ -185,10 +245,11 @@ class Iq(DspBlock):
         return self._quadrature(t, ctx, True)
 
     def _modulation(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
-        theta = self.theta(t)
         amp = self._gain(1) / 2.0**17
         if self._gain(0) == 0 and self._gain(3) == 0:
-            return sat_volts(amp * np.sin(theta))
+            return sat_volts(amp * np.sin(self.theta(t)))
+        t = self._eval_times(t, ctx)
+        theta = self.theta(t)
         z = self.zv(t, ctx)
         fp1 = sat_volts(z.real * self._gain(0) / 2.0**11)
         fp2 = sat_volts(z.imag * self._gain(3) / 2.0**11)
