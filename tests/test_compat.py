@@ -169,6 +169,11 @@ def test_expectations_flag_regressions_only(tmp_path):
     assert expected_mod.check([FileResult("f.py", status="ok", tests=[
         TestResult("f.py::a", "passed"), TestResult("f.py::b", "not applicable"),
         TestResult("f.py::c", "failed")])], expected) == []
+    # a run narrowed with -k: what it did not select is not missing, what it ran still counts
+    narrowed = [FileResult("f.py", status="ok", tests=[TestResult("f.py::b", "failed", message="x")])]
+    assert expected_mod.check(narrowed, expected, selected_only=True) == [
+        "f.py::b: expected not applicable, got failed: x"]
+    assert len(expected_mod.check(narrowed, expected)) == 2  # and a is reported missing without it
 
 
 # -- PyRPL's own suite ----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-timeout", type=float, default=600.0, help="per-file time limit in s (default 600)")
     parser.add_argument("--total-timeout", type=float, default=3600.0,
                         help="time limit of each run in s (default 3600)")
+    parser.add_argument("-k", dest="keyword", metavar="EXPR",
+                        help="only tests matching this pytest -k expression (others are not reported)")
     parser.add_argument("--out", default="compat-report", help="report directory (default ./compat-report)")
     parser.add_argument("--write-expected", metavar="PATH",
                         help="write this run's outcomes as an expectation file (keeps the slow-file notes)")
@@ -79,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
             print("rpl-noqt compat --upstream needs a Qt binding (pip install PyQt5)", file=sys.stderr)
             return 2
         out = Path(args.out)
+        extra = ("-k", args.keyword) if args.keyword else ()
         options = RunOptions(mode="shim", test_timeout=args.timeout, file_timeout=args.file_timeout,
-                             total_timeout=args.total_timeout, jobs=args.jobs, out_dir=str(out))
+                             total_timeout=args.total_timeout, jobs=args.jobs, out_dir=str(out),
+                             extra_pytest_args=extra)
     except ValueError as exc:
         print(f"rpl-noqt compat: {exc}", file=sys.stderr)
         return 2
@@ -91,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     columns[SHIM_TITLE] = run_suite(files, options, test_dir=test_dir, progress=_progress("shim"))
     shim_time = time.monotonic() - t0
     if args.upstream:
-        upstream = RunOptions(mode="upstream", test_timeout=args.timeout, file_timeout=args.file_timeout,
-                              total_timeout=args.total_timeout, jobs=args.jobs, out_dir=str(out))
+        upstream = dataclasses.replace(options, mode="upstream")
         columns[UPSTREAM_TITLE] = run_suite(files, upstream, test_dir=test_dir, progress=_progress("upstream"))
 
     print()
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     shim = columns[SHIM_TITLE]
     print(f"\nshim + simulator: {summary_line(shim)} in {shim_time:.0f} s wall clock")
     _print_problems(shim)
-    regressions = check(shim, expected)
+    regressions = check(shim, expected, selected_only=bool(args.keyword))
     for line in regressions:
         print(f"REGRESSION: {line}")
     meta = {"pyrpl_test_dir": str(test_dir), "files": files, "wall_clock_shim": round(shim_time, 1),

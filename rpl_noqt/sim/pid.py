@@ -21,6 +21,8 @@ disabled in the shipped design as well).
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from . import filters
@@ -32,6 +34,8 @@ FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
 FILTER_PARAMS = filters.FilterParams(stages=FILTERSTAGES, shiftbits=FILTERSHIFTBITS, minbw=FILTERMINBW)
 IVAL_MAX = (2**15 - 1) / CODES_PER_VOLT
 HISTORY = 8192
+#: grid points of the feedback table over the output range
+TABLE_POINTS = 65
 
 
 class Pid(DspBlock):
@@ -167,20 +171,31 @@ class Pid(DspBlock):
     def active(self) -> bool:
         return self.i_rate != 0.0 or self.p_gain != 0.0
 
-    def loop_gain(self, t: float) -> tuple[float, float]:
-        """``(d error / d output, error)`` at time ``t``, noise-free.
+    def output_range(self) -> tuple[float, float]:
+        """``(min_voltage, max_voltage)`` as the output clamp applies them (V)."""
+        lo = max(signed(self.out_min, 14) / CODES_PER_VOLT, -1.0)
+        hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
+        return lo, hi
 
-        Measured by forcing this PID's output to two values and evaluating its
-        input through the current routing (so any path out -> cable -> in counts).
+    def feedback_table(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(outputs, error change)``: how this PID's error responds to its own output.
+
+        The output is forced to a grid over its range (plus its present value)
+        and the error re-evaluated through the routing, noise-free, with every
+        other module in its present state: any path out -> ... -> in counts,
+        including clamps further along it (another PID on its rail, the 14-bit
+        saturation of a DAC sum), which a single derivative at the present
+        output would miss.
         """
-        tt = np.array([t])
+        lo, hi = self.output_range()
         base = self.state_output()
+        if hi <= lo:
+            return np.array([base]), np.zeros(1)
+        outs = np.unique(np.append(np.linspace(lo, hi, TABLE_POINTS), base))
         quiet = EvalContext(None, 0.0)
-        quiet.overrides[self.number] = base
-        e0 = float(self.error(tt, quiet)[0])
-        delta = 1e-3 if base < 0.5 else -1e-3
-        quiet.overrides[self.number] = base + delta
-        return (float(self.error(tt, quiet)[0]) - e0) / delta, e0
+        quiet.overrides[self.number] = outs
+        errors = self.error(np.full(outs.shape, t), quiet)
+        return outs, errors - errors[int(np.searchsorted(outs, base))]
 
     def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
         """Turn the tones in sampled errors into their averages over each step.
@@ -203,45 +218,78 @@ class Pid(DspBlock):
         phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
         return np.real(phasors @ (np.asarray(s.amps) * (mean - 1.0)))
 
-    def advance(self, times: np.ndarray, dt: float, gain: float) -> None:
+    def advance(self, times: np.ndarray, dt: float) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).
 
         The input is evaluated once, vectorised, with this PID's output held at
-        its current value (``e_ext``); within the step loop the feedback through
-        the routing is the linear term ``gain * (output - held output)``, with
-        ``gain`` from :meth:`loop_gain`.  Each step is implicit Euler, solved in
-        closed form, so it is stable for any ``dt`` when the loop is negative
-        feedback; positive feedback runs away like the hardware does.
+        its present value (``e_ext``); the feedback of its own output through
+        the routing comes from :meth:`feedback_table`.  Each step is implicit
+        Euler over that piecewise-linear feedback (:class:`_Loop`), so it is
+        stable for any ``dt`` when the loop is negative feedback, also while
+        the output leaves or enters a clamp; positive feedback runs away like
+        the hardware does.
         """
-        base = self.state_output()
+        start = float(times[0]) - dt if len(times) else self.model.clock.now()
+        outs, feedback = self.feedback_table(start)
         ctx = EvalContext(self.model.rng)
-        ctx.overrides[self.number] = base
+        ctx.overrides[self.number] = self.state_output()
         e_ext = self.error(times, ctx) + self._tone_averaging(times, dt, ctx)
-        p = self.p_gain
-        k = self.i_rate
-        lo = signed(self.out_min, 14) / CODES_PER_VOLT
-        hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
-        lo = max(lo, -1.0)
-        denom_p = 1.0 - p * gain
+        loop = _Loop(outs, feedback, p=self.p_gain, k_dt=self.i_rate * dt)
         ival = self.ival
         err = self.last_err
         hist = np.empty(len(times))
-        for i, e0 in enumerate(e_ext):
-            out = ival + p * err
-            if lo < out < hi and denom_p > 1e-3:
-                # error(ival) = a + g_eff * ival on the linear (unsaturated) branch
-                g_eff = gain / denom_p
-                a = (e0 - gain * base) / denom_p
-            else:
-                g_eff = 0.0
-                a = e0 + gain * (min(max(out, lo), hi) - base)
-            if k * g_eff < 0:
-                ival = (ival + k * dt * a) / (1.0 - k * dt * g_eff)
-            else:
-                ival = ival + k * dt * (a + g_eff * ival)
-            ival = min(max(ival, -4.0), IVAL_MAX)
-            err = a + g_eff * ival
+        for i, e0 in enumerate(e_ext.tolist()):
+            ival, err = loop.step(ival, err, e0)
             hist[i] = ival
         self.ival = float(ival)
         self.last_err = float(err)
         self._record(times, hist)
+
+
+class _Loop:
+    """One PID in its feedback loop: the implicit Euler step of its integrator.
+
+    The error is ``e0 + F(out)`` (``e0``: the error with the output held at
+    its present value, noise and tones included; ``F``: the tabulated feedback,
+    piecewise linear) and the output is ``out = clamp(v + p * error)`` for an
+    integrator value ``v``.  The implicit step ``v = ival + k_dt * error`` is
+    solved for ``out``: on the linear part ``out - (p + k_dt) * F(out) =
+    ival + (p + k_dt) * e0``, whose left side is increasing for a negative
+    feedback loop, so the root is one bisection and one interpolation; below
+    or above the table the output sits on its clamp.  That keeps a fast
+    integrator on a rail from jumping across the linear region in one step,
+    and follows a loop that only closes once another module leaves its rail.
+    Positive feedback (the left side not increasing) is stepped explicitly
+    and runs away, as on the hardware.
+    """
+
+    __slots__ = ("outs", "feedback", "lhs", "p", "k_dt", "c", "monotonic")
+
+    def __init__(self, outs: np.ndarray, feedback: np.ndarray, *, p: float, k_dt: float) -> None:
+        self.p, self.k_dt, self.c = p, k_dt, p + k_dt
+        lhs = outs - self.c * feedback
+        self.monotonic = bool(np.all(np.diff(lhs) > 0))
+        self.outs, self.feedback, self.lhs = outs.tolist(), feedback.tolist(), lhs.tolist()
+
+    def _at(self, out: float) -> float:
+        return float(np.interp(out, self.outs, self.feedback))
+
+    def step(self, ival: float, err: float, e0: float) -> tuple[float, float]:
+        """``(integrator value, error)`` one step after ``(ival, err)``."""
+        if not self.monotonic:
+            out = min(max(ival + self.p * err, self.outs[0]), self.outs[-1])
+            err = e0 + self._at(out)
+        else:
+            target = ival + self.c * e0
+            lhs = self.lhs
+            if target <= lhs[0]:
+                f = self.feedback[0]
+            elif target >= lhs[-1]:
+                f = self.feedback[-1]
+            else:
+                j = bisect.bisect_right(lhs, target)
+                w = (target - lhs[j - 1]) / (lhs[j] - lhs[j - 1])
+                f = self.feedback[j - 1] + w * (self.feedback[j] - self.feedback[j - 1])
+            err = e0 + f
+        ival = min(max(ival + self.k_dt * err, -4.0), IVAL_MAX)
+        return ival, err
