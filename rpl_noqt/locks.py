@@ -17,6 +17,7 @@ use the board meanwhile.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import sys
 import threading
@@ -32,6 +33,10 @@ __all__ = ("FAIR_AFTER_S", "DeviceLock", "set_watchdog", "watchdog_threshold")
 
 logger = logging.getLogger(__name__)
 
+
+_get_ident = threading.get_ident
+_STAMPS = itertools.count(1)  # next() is atomic: orders outermost acquisitions across locks
+_monotonic = time.monotonic
 
 #: A waiter that has waited this long is handed the lock directly on the next
 #: release (no barging past it): bounds every wait to about this plus one hold.
@@ -70,30 +75,37 @@ class DeviceLock:
         self._count = 0
         self._since = 0.0
         self._reported = False
+        self._stamp = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
         _ALL_LOCKS.add(self)
+        blocking.register(self)
 
     # -- acquire / release -------------------------------------------------------------
     def acquire(self, blocking_: bool = True, timeout: float = -1) -> bool:
-        me = threading.get_ident()
+        me = _get_ident()
         if self._owner == me:  # re-entry: only this thread can change these now
             self._count += 1
             return True
-        with self._state:
-            if self._owner is None:
-                self._take(me)
-                return True
+        state = self._state
+        state.acquire()
+        if self._owner is None:  # free: the common case, kept short (no helper calls)
+            self._owner, self._count = me, 1
+            self._since, self._reported, self._stamp = _monotonic(), False, next(_STAMPS)
+            state.release()
+            return True
+        try:
             if not blocking_:
                 return False
             waiter = _Waiter(me)
             self._waiters.append(waiter)
+        finally:
+            state.release()
         deadline = None if timeout < 0 else time.monotonic() + timeout
         while True:
             remaining = -1 if deadline is None else max(0.0, deadline - time.monotonic())
             woken = waiter.gate.acquire(timeout=remaining)
             with self._state:
-                if self._owner == me:  # handed over by the releaser
-                    blocking.note_acquired(self)
+                if self._owner == me:  # handed over by the releaser (who stamped it)
                     return True
                 if self._owner is None:  # free: take it, leave the queue
                     self._waiters.remove(waiter)
@@ -106,14 +118,13 @@ class DeviceLock:
                 waiter.signalled = False
 
     def release(self) -> None:
-        if self._owner != threading.get_ident():
+        if self._owner != _get_ident():
             raise RuntimeError(f"board lock {self.name!r} released by a thread that does not hold it")
         if self._count > 1:  # inner release: only the owner touches the count
             self._count -= 1
             return
         with self._state:
             self._count = 0
-            blocking.note_released(self)
             if not self._waiters:
                 self._owner = None
                 return
@@ -121,15 +132,14 @@ class DeviceLock:
             if time.monotonic() - head.since > FAIR_AFTER_S:
                 self._waiters.popleft()  # waited long enough: hand over, no barging
                 self._owner, self._count = head.ident, 1
-                self._since, self._reported = time.monotonic(), False
+                self._since, self._reported, self._stamp = _monotonic(), False, next(_STAMPS)
             else:
                 self._owner = None
             head.signal()
 
     def _take(self, ident: int) -> None:
         self._owner, self._count = ident, 1
-        self._since, self._reported = time.monotonic(), False
-        blocking.note_acquired(self)
+        self._since, self._reported, self._stamp = _monotonic(), False, next(_STAMPS)
 
     def __enter__(self) -> DeviceLock:
         self.acquire()
@@ -139,6 +149,10 @@ class DeviceLock:
         self.release()
 
     # -- used by rpl_noqt.blocking while a thread waits ---------------------------------
+    def _held_stamp(self, ident: int) -> int | None:
+        """Acquisition order stamp if ``ident`` holds the lock, else None."""
+        return self._stamp if self._owner == ident else None
+
     def _release_all(self) -> int:
         with self._state:
             count = self._count

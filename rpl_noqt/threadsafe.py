@@ -73,6 +73,15 @@ def board_lock(obj: Any) -> DeviceLock | None:
     return lock
 
 
+def _cached_lock(obj: Any) -> DeviceLock | None:
+    """:func:`board_lock` with its cache hit inlined (called on every attribute access)."""
+    try:
+        lock = obj.__dict__.get(LOCK_ATTR)
+    except AttributeError:
+        return None
+    return lock if lock is not None else board_lock(obj)
+
+
 def _find_lock(obj: Any, d: dict[str, Any]) -> DeviceLock | None:
     rp = d.get("_rp")
     if rp is not None:
@@ -101,11 +110,14 @@ def _mark(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable
 def _locked_method(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        lock = board_lock(self)
+        lock = _cached_lock(self)
         if lock is None:
             return func(self, *args, **kwargs)
-        with lock:
+        lock.acquire()  # not ``with``: this wrapper runs on every attribute access
+        try:
             return func(self, *args, **kwargs)
+        finally:
+            lock.release()
 
     return _mark(locked, func)
 
@@ -115,11 +127,14 @@ def _locked_get(func: Callable[..., Any]) -> Callable[..., Any]:
     def __get__(self: Any, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return func(self, instance, owner)
-        lock = board_lock(instance)
+        lock = _cached_lock(instance)
         if lock is None:
             return func(self, instance, owner)
-        with lock:
+        lock.acquire()
+        try:
             return func(self, instance, owner)
+        finally:
+            lock.release()
 
     return _mark(__get__, func)
 
@@ -127,11 +142,14 @@ def _locked_get(func: Callable[..., Any]) -> Callable[..., Any]:
 def _locked_set(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def __set__(self: Any, instance: Any, value: Any) -> None:
-        lock = board_lock(instance)
+        lock = _cached_lock(instance)
         if lock is None:
             return func(self, instance, value)
-        with lock:
+        lock.acquire()
+        try:
             return func(self, instance, value)
+        finally:
+            lock.release()
 
     return _mark(__set__, func)
 

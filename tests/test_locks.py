@@ -101,6 +101,32 @@ def test_released_while_blocking_and_restored_with_its_depth():
     assert not lock.locked() and blocking.held_locks() == []
 
 
+def test_held_locks_lists_only_the_callers_in_acquisition_order():
+    first, second, foreign = DeviceLock("a"), DeviceLock("b"), DeviceLock("c")
+    taken = threading.Event()
+    done = threading.Event()
+
+    def hold_foreign():
+        with foreign:
+            taken.set()
+            done.wait(5)
+
+    t = threading.Thread(target=hold_foreign)
+    t.start()
+    assert taken.wait(5)
+    try:
+        with second:  # acquired first, so outermost, although created later
+            with first, second:
+                assert blocking.held_locks() == [second, first]
+                with blocking.released_locks():
+                    assert not first.locked() and not second.locked() and foreign.locked()
+                assert first.held_by_me() and second._count == 2
+        assert blocking.held_locks() == []
+    finally:
+        done.set()
+        t.join(5)
+
+
 def test_release_unheld_lock_raises():
     with pytest.raises(RuntimeError, match="does not hold it"):
         DeviceLock("t").release()
