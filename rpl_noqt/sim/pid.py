@@ -53,6 +53,7 @@ class Pid(DspBlock):
         self.last_err = 0.0
         self._hist_t = np.zeros(0)
         self._hist_v = np.zeros(0)
+        self._table: tuple[tuple[int, float, float], np.ndarray, np.ndarray] | None = None
 
     # -- registers -----------------------------------------------------------
     def read(self, offset: int) -> int:
@@ -177,25 +178,32 @@ class Pid(DspBlock):
         hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
         return lo, hi
 
-    def feedback_table(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def feedback_table(self, t: float, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(outputs, error change)``: how this PID's error responds to its own output.
 
-        The output is forced to a grid over its range (plus its present value)
-        and the error re-evaluated through the routing, noise-free, with every
-        other module in its present state: any path out -> ... -> in counts,
-        including clamps further along it (another PID on its rail, the 14-bit
-        saturation of a DAC sum), which a single derivative at the present
-        output would miss.
+        The output is forced to a grid over its range and the error
+        re-evaluated through the routing, noise-free, with every other module
+        in its present state: any path out -> ... -> in counts, including clamps
+        further along it (another PID on its rail, the 14-bit saturation of a
+        DAC sum), which a single derivative at the present output would miss.
+        The change is relative to the present output.  ``reuse``: the caller
+        knows no other integrator moved, so the grid evaluated at the same
+        register state (``model.version``) still holds.
         """
         lo, hi = self.output_range()
         base = self.state_output()
         if hi <= lo:
             return np.array([base]), np.zeros(1)
-        outs = np.unique(np.append(np.linspace(lo, hi, TABLE_POINTS), base))
-        quiet = EvalContext(None, 0.0)
-        quiet.overrides[self.number] = outs
-        errors = self.error(np.full(outs.shape, t), quiet)
-        return outs, errors - errors[int(np.searchsorted(outs, base))]
+        cached = self._table
+        if reuse and cached is not None and cached[0] == (self.model.version, lo, hi):
+            outs, errors = cached[1], cached[2]
+        else:
+            outs = np.linspace(lo, hi, TABLE_POINTS)
+            quiet = EvalContext(None, 0.0)
+            quiet.overrides[self.number] = outs
+            errors = self.error(np.full(outs.shape, t), quiet)
+            self._table = ((self.model.version, lo, hi), outs, errors)
+        return outs, errors - float(np.interp(base, outs, errors))
 
     def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
         """Turn the tones in sampled errors into their averages over each step.
@@ -218,7 +226,7 @@ class Pid(DspBlock):
         phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
         return np.real(phasors @ (np.asarray(s.amps) * (mean - 1.0)))
 
-    def advance(self, times: np.ndarray, dt: float) -> None:
+    def advance(self, times: np.ndarray, dt: float, alone: bool = False) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).
 
         The input is evaluated once, vectorised, with this PID's output held at
@@ -227,23 +235,18 @@ class Pid(DspBlock):
         Euler over that piecewise-linear feedback (:class:`_Loop`), so it is
         stable for any ``dt`` when the loop is negative feedback, also while
         the output leaves or enters a clamp; positive feedback runs away like
-        the hardware does.
+        the hardware does.  ``alone``: no other PID integrates meanwhile.
         """
         start = float(times[0]) - dt if len(times) else self.model.clock.now()
-        outs, feedback = self.feedback_table(start)
+        outs, feedback = self.feedback_table(start, reuse=alone)
         ctx = EvalContext(self.model.rng)
         ctx.overrides[self.number] = self.state_output()
         e_ext = self.error(times, ctx) + self._tone_averaging(times, dt, ctx)
         loop = _Loop(outs, feedback, p=self.p_gain, k_dt=self.i_rate * dt)
-        ival = self.ival
-        err = self.last_err
-        hist = np.empty(len(times))
-        for i, e0 in enumerate(e_ext.tolist()):
-            ival, err = loop.step(ival, err, e0)
-            hist[i] = ival
+        ival, err, hist = loop.run(self.ival, self.last_err, e_ext.tolist())
         self.ival = float(ival)
         self.last_err = float(err)
-        self._record(times, hist)
+        self._record(times, np.asarray(hist))
 
 
 class _Loop:
@@ -276,20 +279,42 @@ class _Loop:
 
     def step(self, ival: float, err: float, e0: float) -> tuple[float, float]:
         """``(integrator value, error)`` one step after ``(ival, err)``."""
-        if not self.monotonic:
-            out = min(max(ival + self.p * err, self.outs[0]), self.outs[-1])
-            err = e0 + self._at(out)
-        else:
-            target = ival + self.c * e0
-            lhs = self.lhs
-            if target <= lhs[0]:
-                f = self.feedback[0]
-            elif target >= lhs[-1]:
-                f = self.feedback[-1]
-            else:
-                j = bisect.bisect_right(lhs, target)
-                w = (target - lhs[j - 1]) / (lhs[j] - lhs[j - 1])
-                f = self.feedback[j - 1] + w * (self.feedback[j] - self.feedback[j - 1])
-            err = e0 + f
-        ival = min(max(ival + self.k_dt * err, -4.0), IVAL_MAX)
+        ival, err, _ = self.run(ival, err, [e0])
         return ival, err
+
+    def run(self, ival: float, err: float, e_ext: list[float]) -> tuple[float, float, list[float]]:
+        """Step through ``e_ext``: ``(integrator value, error, integrator history)``.
+
+        One loop with everything in locals: it runs up to ``MAX_STEPS`` times
+        per PID on every register access the simulator serves.
+        """
+        k_dt, c, p = self.k_dt, self.c, self.p
+        outs, feedback, lhs = self.outs, self.feedback, self.lhs
+        first_lhs, last_lhs = lhs[0], lhs[-1]
+        first_f, last_f = feedback[0], feedback[-1]
+        lo, hi = outs[0], outs[-1]
+        monotonic = self.monotonic
+        hist = []
+        for e0 in e_ext:
+            if monotonic:
+                target = ival + c * e0
+                if target <= first_lhs:
+                    f = first_f
+                elif target >= last_lhs:
+                    f = last_f
+                else:
+                    j = bisect.bisect_right(lhs, target)
+                    l0 = lhs[j - 1]
+                    f0 = feedback[j - 1]
+                    f = f0 + (target - l0) / (lhs[j] - l0) * (feedback[j] - f0)
+            else:  # positive feedback: explicit, from the present output
+                out = min(max(ival + p * err, lo), hi)
+                f = self._at(out)
+            err = e0 + f
+            ival = ival + k_dt * err
+            if ival > IVAL_MAX:
+                ival = IVAL_MAX
+            elif ival < -4.0:
+                ival = -4.0
+            hist.append(ival)
+        return ival, err, hist
