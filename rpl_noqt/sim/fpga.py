@@ -172,7 +172,7 @@ class FpgaModel:
             if len(rates) > 1:
                 chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * rates[1] / COUPLING_STEP)))
             alone = len(pids) == 1
-            for part in np.array_split(times, chunks):
+            for part in (times,) if chunks == 1 else np.array_split(times, chunks):
                 for p in pids:
                     p.advance(part, dt, alone)  # type: ignore[attr-defined]
             self._t_dyn = now

@@ -127,7 +127,10 @@ class Pid(DspBlock):
         return np.interp(t, self._hist_t, self._hist_v, right=self.ival)
 
     def state_output(self) -> float:
-        return float(self.clamp(self.ival + self.p_gain * self.last_err))
+        """The output the integrator state gives now (scalar: no numpy on this hot path)."""
+        lo, hi = self.output_range()
+        v = self.ival + self.p_gain * self.last_err
+        return hi if v >= hi else lo if v <= lo else v
 
     # -- signals -------------------------------------------------------------
     def error(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
