@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.qt, pytest.mark.slow]
 DURATION_S = 20.0
 FREQUENCIES = (1000.0, 1700.0, 2900.0, 4100.0)
 SETPOINTS = (0.3, -0.2, 0.1, -0.35)
+MAX_FRAME_GAP_S = 3.0  # a grab takes about 0.2 s; a stall of the scope thread would show as a long gap
 
 
 def test_scope_grabs_while_asg_and_pid_move_for_20_s(qtbot, modules, error_log) -> None:
@@ -76,7 +77,12 @@ def test_scope_grabs_while_asg_and_pid_move_for_20_s(qtbot, modules, error_log) 
     during = [f for f in frames if start <= f[0] <= start + elapsed]
     logging.getLogger(__name__).info("%d frames, %d moves of each actuator in %.1f s", len(during),
                                      len(asg_reached), elapsed)
-    assert len(during) >= 100, f"only {len(during)} frames in {elapsed:.1f} s"
+    # "grabs continuously": frames keep arriving all along, whatever the machine's
+    # speed (the frame rate itself is a benchmark number, not a test; about 5/s here)
+    arrivals = [start] + [f[0] for f in during] + [start + elapsed]
+    longest_gap = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    assert len(during) >= DURATION_S, f"only {len(during)} frames in {elapsed:.1f} s"
+    assert longest_gap < MAX_FRAME_GAP_S, f"no frame for {longest_gap:.1f} s"
     assert all(clean for *_, clean in during)
     assert all(0.49 <= amplitude <= 0.51 for _, _, amplitude, _ in during)  # asg0 itself on ch2
     # a curve spanning a frequency change fits neither value; all others show a commanded frequency
