@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -9,6 +10,26 @@ import pytest
 
 from rpl_noqt import blocking
 from rpl_noqt.locks import DeviceLock
+
+
+@contextlib.contextmanager
+def held_by_another_thread(lock: DeviceLock):
+    """Hold ``lock`` in a helper thread for the duration of the block."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join(5)
 
 
 def test_reentrant_and_only_the_owner_releases():
@@ -36,23 +57,11 @@ def test_reentrant_and_only_the_owner_releases():
 
 def test_timeout_and_non_blocking_acquire():
     lock = DeviceLock("t")
-    held = threading.Event()
-    release = threading.Event()
-
-    def holder():
-        with lock:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    assert held.wait(5)
-    assert lock.acquire(blocking_=False) is False
-    start = time.monotonic()
-    assert lock.acquire(timeout=0.2) is False
-    assert time.monotonic() - start >= 0.19
-    release.set()
-    t.join(5)
+    with held_by_another_thread(lock):
+        assert lock.acquire(blocking_=False) is False
+        start = time.monotonic()
+        assert lock.acquire(timeout=0.2) is False
+        assert time.monotonic() - start >= 0.19
     assert lock.acquire(timeout=5) is True
     lock.release()
 
@@ -103,18 +112,7 @@ def test_released_while_blocking_and_restored_with_its_depth():
 
 def test_held_locks_lists_only_the_callers_in_acquisition_order():
     first, second, foreign = DeviceLock("a"), DeviceLock("b"), DeviceLock("c")
-    taken = threading.Event()
-    done = threading.Event()
-
-    def hold_foreign():
-        with foreign:
-            taken.set()
-            done.wait(5)
-
-    t = threading.Thread(target=hold_foreign)
-    t.start()
-    assert taken.wait(5)
-    try:
+    with held_by_another_thread(foreign):
         with second:  # acquired first, so outermost, although created later
             with first, second:
                 assert blocking.held_locks() == [second, first]
@@ -122,9 +120,6 @@ def test_held_locks_lists_only_the_callers_in_acquisition_order():
                     assert not first.locked() and not second.locked() and foreign.locked()
                 assert first.held_by_me() and second._count == 2
         assert blocking.held_locks() == []
-    finally:
-        done.set()
-        t.join(5)
 
 
 def test_release_unheld_lock_raises():
