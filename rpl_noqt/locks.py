@@ -131,8 +131,7 @@ class DeviceLock:
             head = self._waiters[0]
             if time.monotonic() - head.since > FAIR_AFTER_S:
                 self._waiters.popleft()  # waited long enough: hand over, no barging
-                self._owner, self._count = head.ident, 1
-                self._since, self._reported, self._stamp = _monotonic(), False, next(_STAMPS)
+                self._take(head.ident)
             else:
                 self._owner = None
             head.signal()

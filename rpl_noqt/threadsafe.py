@@ -73,15 +73,6 @@ def board_lock(obj: Any) -> DeviceLock | None:
     return lock
 
 
-def _cached_lock(obj: Any) -> DeviceLock | None:
-    """:func:`board_lock` with its cache hit inlined (called on every attribute access)."""
-    try:
-        lock = obj.__dict__.get(LOCK_ATTR)
-    except AttributeError:
-        return None
-    return lock if lock is not None else board_lock(obj)
-
-
 def _find_lock(obj: Any, d: dict[str, Any]) -> DeviceLock | None:
     rp = d.get("_rp")
     if rp is not None:
@@ -110,7 +101,7 @@ def _mark(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable
 def _locked_method(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        lock = _cached_lock(self)
+        lock = board_lock(self)
         if lock is None:
             return func(self, *args, **kwargs)
         lock.acquire()  # not ``with``: this wrapper runs on every attribute access
@@ -127,7 +118,7 @@ def _locked_get(func: Callable[..., Any]) -> Callable[..., Any]:
     def __get__(self: Any, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return func(self, instance, owner)
-        lock = _cached_lock(instance)
+        lock = board_lock(instance)
         if lock is None:
             return func(self, instance, owner)
         lock.acquire()
@@ -142,7 +133,7 @@ def _locked_get(func: Callable[..., Any]) -> Callable[..., Any]:
 def _locked_set(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def __set__(self: Any, instance: Any, value: Any) -> None:
-        lock = _cached_lock(instance)
+        lock = board_lock(instance)
         if lock is None:
             return func(self, instance, value)
         lock.acquire()

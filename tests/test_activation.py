@@ -103,7 +103,7 @@ def test_untested_pyrpl_version_is_refused(run_python, tmp_path):
     (fake / "_version.py").write_text("__version_info__ = (0, 9, 3, 0)\n")
     proc = run_python(r'''
 import sys
-sys.path.insert(0, sys.argv[-1] if False else "FAKE")
+sys.path.insert(0, "FAKE")
 import rpl_noqt
 try:
     rpl_noqt.activate()
