@@ -46,7 +46,7 @@ class EvalContext:
         self.stack: set[tuple[str, int]] = set()
         self.rng = rng if noise_scale > 0 else None
         self.noise_scale = noise_scale
-        self.overrides: dict[int, float] = {}
+        self.overrides: dict[int, float | np.ndarray] = {}  # slot -> forced output (scalar or per time)
 
 
 class DspBlock:

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: maximum integrator steps per access; implicit Euler keeps long steps stable
 MAX_STEPS = 256
+#: at most this many alternations between coupled PIDs per access
+MAX_CHUNKS = 64
+#: largest change (rate x time) of a slower integrator between two looks at the others
+COUPLING_STEP = 0.05
 _SLOTS = {name: n for n, name in SLOT_NAMES.items()}
 
 
@@ -66,7 +70,6 @@ class FpgaModel:
         self.scope = Scope(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
-        self._gain_cache: dict[tuple[int, int], float] = {}
 
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
@@ -142,7 +145,6 @@ class FpgaModel:
 
     def _bump(self) -> None:
         self.version += 1
-        self._gain_cache.clear()
 
     # -- time ----------------------------------------------------------------------------
     def advance(self) -> None:
@@ -152,21 +154,27 @@ class FpgaModel:
             dt_total = now - self._t_dyn
             if dt_total <= 0:
                 return
-            pids = [b for n, b in self.bus.blocks.items() if n < 3 and b.active()]  # type: ignore[attr-defined]
+            # fastest integrator first: the slower ones then see its trajectory, not its old value
+            pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
+                          key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
             if not pids:
                 self._t_dyn = now
                 return
-            rates = [abs(p.i_rate) for p in pids if p.i_rate]
-            dt_nom = min(1e-3, 0.5 / max(rates)) if rates else dt_total
+            rates = sorted((abs(p.i_rate) for p in pids if p.i_rate), reverse=True)  # type: ignore[attr-defined]
+            dt_nom = min(1e-3, 0.5 / rates[0]) if rates else dt_total
             steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
             dt = dt_total / steps
             times = self._t_dyn + dt * np.arange(1, steps + 1)
-            for p in pids:
-                key = (self.version, p.number)
-                gain = self._gain_cache.get(key)
-                if gain is None:
-                    gain = self._gain_cache[key] = p.loop_gain(now)[0]
-                p.advance(times, dt, gain)
+            # Each PID sees the others' trajectories only from chunk to chunk, so
+            # chunks are short enough for every integrator but the fastest (whose
+            # own loop each step solves implicitly) to move little within one.
+            chunks = 1
+            if len(rates) > 1:
+                chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * rates[1] / COUPLING_STEP)))
+            alone = len(pids) == 1
+            for part in (times,) if chunks == 1 else np.array_split(times, chunks):
+                for p in pids:
+                    p.advance(part, dt, alone)  # type: ignore[attr-defined]
             self._t_dyn = now
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------

@@ -21,6 +21,8 @@ disabled in the shipped design as well).
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from . import filters
@@ -32,6 +34,8 @@ FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
 FILTER_PARAMS = filters.FilterParams(stages=FILTERSTAGES, shiftbits=FILTERSHIFTBITS, minbw=FILTERMINBW)
 IVAL_MAX = (2**15 - 1) / CODES_PER_VOLT
 HISTORY = 8192
+#: grid points of the feedback table over the output range
+TABLE_POINTS = 65
 
 
 class Pid(DspBlock):
@@ -49,6 +53,7 @@ class Pid(DspBlock):
         self.last_err = 0.0
         self._hist_t = np.zeros(0)
         self._hist_v = np.zeros(0)
+        self._table: tuple[tuple[int, float, float], np.ndarray, np.ndarray] | None = None
 
     # -- registers -----------------------------------------------------------
     def read(self, offset: int) -> int:
@@ -122,7 +127,10 @@ class Pid(DspBlock):
         return np.interp(t, self._hist_t, self._hist_v, right=self.ival)
 
     def state_output(self) -> float:
-        return float(self.clamp(self.ival + self.p_gain * self.last_err))
+        """The output the integrator state gives now (scalar: no numpy on this hot path)."""
+        lo, hi = self.output_range()
+        v = self.ival + self.p_gain * self.last_err
+        return hi if v >= hi else lo if v <= lo else v
 
     # -- signals -------------------------------------------------------------
     def error(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
@@ -167,20 +175,38 @@ class Pid(DspBlock):
     def active(self) -> bool:
         return self.i_rate != 0.0 or self.p_gain != 0.0
 
-    def loop_gain(self, t: float) -> tuple[float, float]:
-        """``(d error / d output, error)`` at time ``t``, noise-free.
+    def output_range(self) -> tuple[float, float]:
+        """``(min_voltage, max_voltage)`` as the output clamp applies them (V)."""
+        lo = max(signed(self.out_min, 14) / CODES_PER_VOLT, -1.0)
+        hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
+        return lo, hi
 
-        Measured by forcing this PID's output to two values and evaluating its
-        input through the current routing (so any path out -> cable -> in counts).
+    def feedback_table(self, t: float, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(outputs, error change)``: how this PID's error responds to its own output.
+
+        The output is forced to a grid over its range and the error
+        re-evaluated through the routing, noise-free, with every other module
+        in its present state: any path out -> ... -> in counts, including clamps
+        further along it (another PID on its rail, the 14-bit saturation of a
+        DAC sum), which a single derivative at the present output would miss.
+        The change is relative to the present output.  ``reuse``: the caller
+        knows no other integrator moved, so the grid evaluated at the same
+        register state (``model.version``) still holds.
         """
-        tt = np.array([t])
+        lo, hi = self.output_range()
         base = self.state_output()
-        quiet = EvalContext(None, 0.0)
-        quiet.overrides[self.number] = base
-        e0 = float(self.error(tt, quiet)[0])
-        delta = 1e-3 if base < 0.5 else -1e-3
-        quiet.overrides[self.number] = base + delta
-        return (float(self.error(tt, quiet)[0]) - e0) / delta, e0
+        if hi <= lo:
+            return np.array([base]), np.zeros(1)
+        cached = self._table
+        if reuse and cached is not None and cached[0] == (self.model.version, lo, hi):
+            outs, errors = cached[1], cached[2]
+        else:
+            outs = np.linspace(lo, hi, TABLE_POINTS)
+            quiet = EvalContext(None, 0.0)
+            quiet.overrides[self.number] = outs
+            errors = self.error(np.full(outs.shape, t), quiet)
+            self._table = ((self.model.version, lo, hi), outs, errors)
+        return outs, errors - float(np.interp(base, outs, errors))
 
     def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
         """Turn the tones in sampled errors into their averages over each step.
@@ -203,45 +229,95 @@ class Pid(DspBlock):
         phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
         return np.real(phasors @ (np.asarray(s.amps) * (mean - 1.0)))
 
-    def advance(self, times: np.ndarray, dt: float, gain: float) -> None:
+    def advance(self, times: np.ndarray, dt: float, alone: bool = False) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).
 
         The input is evaluated once, vectorised, with this PID's output held at
-        its current value (``e_ext``); within the step loop the feedback through
-        the routing is the linear term ``gain * (output - held output)``, with
-        ``gain`` from :meth:`loop_gain`.  Each step is implicit Euler, solved in
-        closed form, so it is stable for any ``dt`` when the loop is negative
-        feedback; positive feedback runs away like the hardware does.
+        its present value (``e_ext``); the feedback of its own output through
+        the routing comes from :meth:`feedback_table`.  Each step is implicit
+        Euler over that piecewise-linear feedback (:class:`_Loop`), so it is
+        stable for any ``dt`` when the loop is negative feedback, also while
+        the output leaves or enters a clamp; positive feedback runs away like
+        the hardware does.  ``alone``: no other PID integrates meanwhile.
         """
-        base = self.state_output()
+        start = float(times[0]) - dt if len(times) else self.model.clock.now()
+        outs, feedback = self.feedback_table(start, reuse=alone)
         ctx = EvalContext(self.model.rng)
-        ctx.overrides[self.number] = base
+        ctx.overrides[self.number] = self.state_output()
         e_ext = self.error(times, ctx) + self._tone_averaging(times, dt, ctx)
-        p = self.p_gain
-        k = self.i_rate
-        lo = signed(self.out_min, 14) / CODES_PER_VOLT
-        hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
-        lo = max(lo, -1.0)
-        denom_p = 1.0 - p * gain
-        ival = self.ival
-        err = self.last_err
-        hist = np.empty(len(times))
-        for i, e0 in enumerate(e_ext):
-            out = ival + p * err
-            if lo < out < hi and denom_p > 1e-3:
-                # error(ival) = a + g_eff * ival on the linear (unsaturated) branch
-                g_eff = gain / denom_p
-                a = (e0 - gain * base) / denom_p
-            else:
-                g_eff = 0.0
-                a = e0 + gain * (min(max(out, lo), hi) - base)
-            if k * g_eff < 0:
-                ival = (ival + k * dt * a) / (1.0 - k * dt * g_eff)
-            else:
-                ival = ival + k * dt * (a + g_eff * ival)
-            ival = min(max(ival, -4.0), IVAL_MAX)
-            err = a + g_eff * ival
-            hist[i] = ival
+        loop = _Loop(outs, feedback, p=self.p_gain, k_dt=self.i_rate * dt)
+        ival, err, hist = loop.run(self.ival, self.last_err, e_ext.tolist())
         self.ival = float(ival)
         self.last_err = float(err)
-        self._record(times, hist)
+        self._record(times, np.asarray(hist))
+
+
+class _Loop:
+    """One PID in its feedback loop: the implicit Euler step of its integrator.
+
+    The error is ``e0 + F(out)`` (``e0``: the error with the output held at
+    its present value, noise and tones included; ``F``: the tabulated feedback,
+    piecewise linear) and the output is ``out = clamp(v + p * error)`` for an
+    integrator value ``v``.  The implicit step ``v = ival + k_dt * error`` is
+    solved for ``out``: on the linear part ``out - (p + k_dt) * F(out) =
+    ival + (p + k_dt) * e0``, whose left side is increasing for a negative
+    feedback loop, so the root is one bisection and one interpolation; below
+    or above the table the output sits on its clamp.  That keeps a fast
+    integrator on a rail from jumping across the linear region in one step,
+    and follows a loop that only closes once another module leaves its rail.
+    Positive feedback (the left side not increasing) is stepped explicitly
+    and runs away, as on the hardware.
+    """
+
+    __slots__ = ("outs", "feedback", "lhs", "p", "k_dt", "c", "monotonic")
+
+    def __init__(self, outs: np.ndarray, feedback: np.ndarray, *, p: float, k_dt: float) -> None:
+        self.p, self.k_dt, self.c = p, k_dt, p + k_dt
+        lhs = outs - self.c * feedback
+        self.monotonic = bool(np.all(np.diff(lhs) > 0))
+        self.outs, self.feedback, self.lhs = outs.tolist(), feedback.tolist(), lhs.tolist()
+
+    def _at(self, out: float) -> float:
+        return float(np.interp(out, self.outs, self.feedback))
+
+    def step(self, ival: float, err: float, e0: float) -> tuple[float, float]:
+        """``(integrator value, error)`` one step after ``(ival, err)``."""
+        ival, err, _ = self.run(ival, err, [e0])
+        return ival, err
+
+    def run(self, ival: float, err: float, e_ext: list[float]) -> tuple[float, float, list[float]]:
+        """Step through ``e_ext``: ``(integrator value, error, integrator history)``.
+
+        One loop with everything in locals: it runs up to ``MAX_STEPS`` times
+        per PID on every register access the simulator serves.
+        """
+        k_dt, c, p = self.k_dt, self.c, self.p
+        outs, feedback, lhs = self.outs, self.feedback, self.lhs
+        first_lhs, last_lhs = lhs[0], lhs[-1]
+        first_f, last_f = feedback[0], feedback[-1]
+        lo, hi = outs[0], outs[-1]
+        monotonic = self.monotonic
+        hist = []
+        for e0 in e_ext:
+            if monotonic:
+                target = ival + c * e0
+                if target <= first_lhs:
+                    f = first_f
+                elif target >= last_lhs:
+                    f = last_f
+                else:
+                    j = bisect.bisect_right(lhs, target)
+                    l0 = lhs[j - 1]
+                    f0 = feedback[j - 1]
+                    f = f0 + (target - l0) / (lhs[j] - l0) * (feedback[j] - f0)
+            else:  # positive feedback: explicit, from the present output
+                out = min(max(ival + p * err, lo), hi)
+                f = self._at(out)
+            err = e0 + f
+            ival = ival + k_dt * err
+            if ival > IVAL_MAX:
+                ival = IVAL_MAX
+            elif ival < -4.0:
+                ival = -4.0
+            hist.append(ival)
+        return ival, err, hist

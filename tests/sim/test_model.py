@@ -399,3 +399,41 @@ def test_iq_bandpass_filters_the_noise_it_is_fed(m, clock):
     h_tone = a_out / a_in
     assert abs(h_tone) > 0.3
     assert abs(h_noise - h_tone) < 0.1 * abs(h_tone)
+
+
+def _volts(word):
+    return ((word ^ 0x8000) - 0x8000) / 2**13
+
+
+@pytest.mark.parametrize("interval", [1e-3, 0.05, 0.5, 2.0])
+@pytest.mark.parametrize("start", [4.0, -4.0])
+def test_pid_to_pid_loop_over_the_bus_relaxes_like_the_hardware(m, clock, interval, start):
+    # test_lockbox's fake plant: pid1 (p=-1, i=-1 Hz) fed by a fast "piezo" pid2
+    # (i at its 38.8 kHz maximum) that locks pid1's output to a setpoint; the
+    # loop closes only over the DSP bus. Starting with the piezo on a rail, the
+    # fast loop must leave the rail at once and then hold x = ival1 - setpoint
+    # while pid1's integrator relaxes as exp(-2 pi t), whatever the time between
+    # two register accesses (before: rail-to-rail bang-bang for >= 50 ms).
+    setpoint, ival1_0 = -0.02, 0.6
+    m.write(dsp(1, 0x0), [2])  # pid1 <- pid2
+    m.write(dsp(1, 0x108), [-(2**12) & 0xFFFFFF])  # p = -1
+    m.write(dsp(1, 0x10C), [-round(2**32 * 2 * np.pi * 8e-9) & 0xFFFFFF])  # i = -1 Hz
+    m.write(dsp(2, 0x0), [1])  # pid2 <- pid1
+    m.write(dsp(2, 0x10C), [2**23 - 1])
+    m.write(dsp(2, 0x104), [round(setpoint * 2**13) & 0x3FFF])
+    m.write(dsp(1, 0x100), [round(ival1_0 * 2**13) & 0xFFFF])
+    m.write(dsp(2, 0x100), [round(start * 2**13 - (1 if start > 0 else 0)) & 0xFFFF])
+    t = 0.0
+    while t < 1.0 - 1e-9:
+        clock.advance(interval if interval < 1.0 else 0.25)  # a 2 s gap is tested below
+        t += interval if interval < 1.0 else 0.25
+        m.advance()
+    if interval >= 1.0:
+        clock.advance(interval)
+        t += interval
+    ival1 = _volts(rd(m, dsp(1, 0x100)))
+    x = m.signal("pid2")
+    expected = setpoint + (ival1_0 - setpoint) * np.exp(-2 * np.pi * t)
+    assert ival1 == pytest.approx(expected, abs=0.02 + 0.02 * abs(ival1_0 - setpoint))
+    assert x == pytest.approx(ival1 - setpoint, abs=2e-3)  # the fast loop is locked, off the rails
+    assert m.signal("pid1") == pytest.approx(setpoint, abs=2e-3)
