@@ -33,6 +33,11 @@ PSR, ISR, DSR, GAINBITS = 12, 32, 10, 24
 FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
 FILTER_PARAMS = filters.FilterParams(stages=FILTERSTAGES, shiftbits=FILTERSHIFTBITS, minbw=FILTERMINBW)
 IVAL_MAX = (2**15 - 1) / CODES_PER_VOLT
+#: integrator register steps per volt: ``int_reg`` counts 2**-ISR of a 14-bit code.  The
+#: step rounds the integrator to it, as the hardware's integer sum is exact: a loop held
+#: exactly at its equilibrium stays there (a float residue of 1e-17 V would otherwise be
+#: amplified out of an unstable equilibrium, which no board does)
+IVAL_STEPS_PER_VOLT = float(2**ISR * CODES_PER_VOLT)
 HISTORY = 8192
 #: grid points of the feedback table over the output range
 TABLE_POINTS = 65
@@ -297,6 +302,7 @@ class _Loop:
         first_f, last_f = feedback[0], feedback[-1]
         lo, hi = outs[0], outs[-1]
         monotonic = self.monotonic
+        steps_per_volt = IVAL_STEPS_PER_VOLT
         hist = []
         for e0 in e_ext:
             if monotonic:
@@ -314,7 +320,7 @@ class _Loop:
                 out = min(max(ival + p * err, lo), hi)
                 f = self._at(out)
             err = e0 + f
-            ival = ival + k_dt * err
+            ival = round((ival + k_dt * err) * steps_per_volt) / steps_per_volt
             if ival > IVAL_MAX:
                 ival = IVAL_MAX
             elif ival < -4.0:

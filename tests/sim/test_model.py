@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rpl_noqt.sim import FpgaModel, ManualClock
+from rpl_noqt.sim.pid import IVAL_MAX
 
 SCOPE, ASG, DSP, HK = 0x40100000, 0x40200000, 0x40300000, 0x40000000
 CYCLE = 8e-9
@@ -437,3 +438,27 @@ def test_pid_to_pid_loop_over_the_bus_relaxes_like_the_hardware(m, clock, interv
     assert ival1 == pytest.approx(expected, abs=0.02 + 0.02 * abs(ival1_0 - setpoint))
     assert x == pytest.approx(ival1 - setpoint, abs=2e-3)  # the fast loop is locked, off the rails
     assert m.signal("pid1") == pytest.approx(setpoint, abs=2e-3)
+
+
+@pytest.mark.parametrize("interval", [1e-4, 1e-3, 0.02, 0.3])
+@pytest.mark.parametrize(("plant_p", "setpoint_codes", "expected_ival2"), [
+    (+1, 0, 0.0),  # positive feedback, exactly at its equilibrium: the integer sum never moves
+    (+1, -1, IVAL_MAX),  # one code off: runs away, away from the setpoint
+    (+1, +1, -4.0),
+    (-1, 0, 0.0),  # negative feedback: stays
+    (-1, -3, 3 / 2**13),  # and settles where the plant's output meets the setpoint
+    (-1, +2, -2 / 2**13),
+])
+def test_pid_to_pid_loop_keeps_the_sign_of_its_feedback(m, clock, interval, plant_p, setpoint_codes, expected_ival2):
+    # test_lockbox.py::test_sleep_while_locked locks its fake plant after
+    # test_calibrate left it at p=+1: a positive-feedback loop, which holds only
+    # while the piezo PID's setpoint register is exactly the equilibrium.
+    m.write(dsp(1, 0x0), [2])  # plant pid1 <- pid2, p = plant_p, i = 0
+    m.write(dsp(1, 0x108), [(plant_p * 2**12) & 0xFFFFFF])
+    m.write(dsp(2, 0x0), [1])  # piezo pid2 <- pid1, i at its maximum
+    m.write(dsp(2, 0x10C), [2**23 - 1])
+    m.write(dsp(2, 0x104), [setpoint_codes & 0x3FFF])
+    for _ in range(60):  # the loop's time constant is microseconds: 60 accesses at any spacing
+        clock.advance(interval)
+        m.advance()
+    assert _volts(rd(m, dsp(2, 0x100))) == pytest.approx(expected_ival2, abs=0.5 / 2**13)
