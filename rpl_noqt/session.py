@@ -178,7 +178,8 @@ class _null:
 
 
 _SESSIONS: dict[tuple[str, int], Session] = {}
-_REGISTRY_LOCK = threading.RLock()
+_CONNECTING: dict[tuple[str, int], _Connecting] = {}
+_REGISTRY_LOCK = threading.RLock()  # held briefly: never while a board connects
 
 
 def open_sessions() -> list[Session]:
@@ -209,6 +210,10 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
 
     A second call for the same board returns the same session if its explicit
     settings agree, and raises :class:`SessionConfigError` naming both if not.
+    Calls for a board that another thread is still connecting wait for that
+    one attempt: they join its session, or raise :class:`ConnectionError`
+    chained to its failure. Connecting one board never holds up joining,
+    listing or closing the others.
     """
     from .activation import activate
 
@@ -222,22 +227,58 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
     if config is not _UNSET and config is not None and (not isinstance(config, str) or not config.strip()):
         raise SessionConfigError(f"config must be a config name or None, got {config!r}")
     asked = {"config": config, "ssh": ssh, "pyrpl_kwargs": pyrpl_kwargs}
-    with _REGISTRY_LOCK:
-        session = _SESSIONS.get(key)
-        if session is not None:
-            _check_compatible(session, asked)
-            session._users += 1
-            return session
-        settings = {
-            "config": "" if config in (_UNSET, None) else config,
-            "ssh": True if ssh is _UNSET else ssh,
-            "pyrpl_kwargs": dict(pyrpl_kwargs),
-        }
-        session = Session(key, key[0] if key[0] != "_FAKE_REDPITAYA_" else hostname.strip(), settings)
-        session._start()  # under the registry lock: concurrent connects wait for this one
-        session._users = 1
-        _SESSIONS[key] = session
+    while True:
+        with _REGISTRY_LOCK:
+            session = _SESSIONS.get(key)
+            if session is not None:
+                _check_compatible(session, asked)
+                session._users += 1
+                return session
+            pending = _CONNECTING.get(key)
+            if pending is None:
+                settings = {
+                    "config": "" if config in (_UNSET, None) else config,
+                    "ssh": True if ssh is _UNSET else ssh,
+                    "pyrpl_kwargs": dict(pyrpl_kwargs),
+                }
+                session = Session(key, key[0] if key[0] != "_FAKE_REDPITAYA_" else hostname.strip(), settings)
+                pending = _CONNECTING[key] = _Connecting(session)
+                break  # this thread connects
+            _check_compatible(pending.session, asked)  # refused at once, not after the wait
+        # Another thread is connecting this board: wait for it (the registry stays free for the
+        # other boards meanwhile), then join its session, or share its failure.
+        pending.done.wait()
+        if pending.error is not None:
+            raise ConnectionError(
+                f"connecting to {pending.session.hostname}:{pending.session.port} failed in thread "
+                f"{pending.thread_name!r}: {pending.error!r}") from pending.error
+        # else: loop and join (or, if its last user already closed it, connect anew)
+    try:
+        session._start()  # outside the registry lock: other boards connect, join and close meanwhile
+    except BaseException as exc:
+        pending.error = exc
+        raise
+    else:
+        with _REGISTRY_LOCK:
+            session._users = 1
+            _SESSIONS[key] = session
         return session
+    finally:
+        with _REGISTRY_LOCK:
+            _CONNECTING.pop(key, None)
+        pending.done.set()
+
+
+class _Connecting:
+    """A board being connected: threads asking for it meanwhile wait for this one attempt."""
+
+    __slots__ = ("session", "done", "error", "thread_name")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.thread_name = threading.current_thread().name
 
 
 def _check_compatible(session: Session, asked: dict[str, Any]) -> None:

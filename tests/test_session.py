@@ -236,3 +236,87 @@ def test_boards_listed_in_rpl_noqt_direct_are_reached_directly(sim, monkeypatch)
     monkeypatch.setenv("RPL_NOQT_DIRECT", "no-port")
     with pytest.raises(ValueError, match="RPL_NOQT_DIRECT"):
         threadsafe.direct_boards_from_env()
+
+
+def _connect_in_thread(sim, name):
+    box = {}
+
+    def target():
+        try:
+            box["session"] = rpl_noqt.connect(sim.host, sim.port, ssh=False)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t, box
+
+
+def _wait_until_connecting(sim, timeout=30.0):
+    """Until the board has served some requests (its connect is under way)."""
+    deadline = time.monotonic() + timeout
+    while sim.requests < 5:
+        assert time.monotonic() < deadline, "the connect never reached the board"
+        time.sleep(0.01)
+
+
+def test_a_slow_board_does_not_hold_up_the_others(sim):
+    from rpl_noqt.sim import Faults, Simulator
+
+    with rpl_noqt.connect(sim.host, sim.port, ssh=False) as a, Simulator(faults=Faults(latency=0.05)) as slow:
+        connecting, box = _connect_in_thread(slow, "slow-connect")
+        try:
+            _wait_until_connecting(slow)
+            # join, list and close board a while the slow board is still connecting
+            joined = _run(lambda: rpl_noqt.connect(sim.host, sim.port, ssh=False), name="joiner", timeout=10)
+            assert joined is a and a.users == 2
+            assert a in open_sessions()
+            _run(joined.close, name="closer", timeout=10)
+            assert a.users == 1 and not a.closed
+            assert connecting.is_alive(), "the slow board finished first: the test proves nothing"
+            assert all(s.port != slow.port for s in open_sessions())  # not listed before it is up
+        finally:
+            slow.faults.latency = 0.0
+            connecting.join(60)
+        assert not connecting.is_alive() and "error" not in box, box.get("error")
+        with box["session"] as b:
+            assert b in open_sessions() and b.users == 1
+
+
+def test_threads_asking_for_a_board_being_connected_share_that_connect(sim):
+    from rpl_noqt.sim import Faults, Simulator
+
+    with Simulator(faults=Faults(latency=0.005)) as slow:
+        threads = [_connect_in_thread(slow, f"connect-{k}") for k in range(4)]
+        for t, _ in threads:
+            t.join(90)
+        assert not any(t.is_alive() for t, _ in threads)
+        sessions = [box.get("session") for _, box in threads]
+        assert None not in sessions, [box.get("error") for _, box in threads]
+        assert all(s is sessions[0] for s in sessions) and sessions[0].users == 4
+        assert slow.connections == 1  # one PyRPL, one socket
+        for s in sessions:
+            s.close()
+        assert sessions[0].closed
+
+
+def test_a_failed_connect_is_shared_with_the_threads_that_waited_for_it(sim):
+    from rpl_noqt.sim import Faults, Simulator
+
+    with Simulator(faults=Faults(latency=30.0)) as doomed:  # its first answer never comes
+        first, first_box = _connect_in_thread(doomed, "first")
+        deadline = time.monotonic() + 30
+        while doomed.connections < 1:
+            assert time.monotonic() < deadline, "the connect never reached the board"
+            time.sleep(0.01)
+        second, second_box = _connect_in_thread(doomed, "second")
+        time.sleep(0.2)  # let it find the connect under way
+        doomed.stop()  # the board goes away mid-connect
+        first.join(90)
+        second.join(90)
+    assert not first.is_alive() and not second.is_alive()
+    assert "error" in first_box, "the connect survived a dropped connection"
+    err = second_box.get("error")
+    assert isinstance(err, ConnectionError) and err.__cause__ is first_box["error"], err
+    assert f":{doomed.port}" in str(err) and "'first'" in str(err)
+    assert all(s.port != doomed.port for s in open_sessions())
