@@ -307,6 +307,32 @@ def _listed_as_direct(hostname: Any, port: Any) -> bool:
         return False
 
 
+_RELEASE_ATTR = "_rpl_noqt_release_construction"
+
+
+class _ParametersSlot:
+    """``RedPitaya.parameters``: stored on the instance as before; the first
+    binding (upstream's ``self.parameters = defaultparameters``) ends the
+    serialised part of the construction, as the board now has its own dict."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__["parameters"]
+        except KeyError:
+            raise AttributeError("parameters") from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["parameters"] = value
+        release = obj.__dict__.pop(_RELEASE_ATTR, None)
+        if release is not None:
+            release()
+
+    def __delete__(self, obj: Any) -> None:
+        obj.__dict__.pop("parameters", None)
+
+
 def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     cls = module.RedPitaya
     if record.is_patched(cls, "__init__"):
@@ -317,16 +343,30 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     def __init__(self: Any, config: Any = None, **kwargs: Any) -> None:
         lock = DeviceLock(str(kwargs.get("hostname", "redpitaya")))
         self.__dict__[LOCK_ATTR] = lock
-        with _CONSTRUCTION_LOCK:
-            # upstream aliases one module-global dict as every board's
-            # parameters; give this board a fresh copy of the defaults
-            module.defaultparameters = dict(pristine)
-            try:
-                with lock:
-                    original_init(self, config, **kwargs)
-            finally:
-                own = getattr(self, "parameters", None)
+        # Upstream binds the module-global ``defaultparameters`` dict as every
+        # board's ``parameters``. Each board gets a fresh copy of the defaults
+        # there; only the moment until upstream has bound it is serialised
+        # (the ``parameters`` slot below releases it), not the whole connect,
+        # so a slow board does not hold up another one's construction.
+        _CONSTRUCTION_LOCK.acquire()
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
                 module.defaultparameters = dict(pristine)
+                _CONSTRUCTION_LOCK.release()
+
+        self.__dict__[_RELEASE_ATTR] = release
+        try:
+            module.defaultparameters = dict(pristine)
+            with lock:
+                original_init(self, config, **kwargs)
+        finally:
+            self.__dict__.pop(_RELEASE_ATTR, None)
+            release()  # upstream failed before binding its parameters
+        own = self.__dict__.get("parameters")
         if own is not None:
             lock.name = f"{own.get('hostname')}:{own.get('port')}"
         tree = getattr(self, "c", None)
@@ -335,6 +375,8 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
 
     record.patch_attribute(cls, "__init__", _mark(__init__, original_init),
                            "own board lock and own copy of the connection parameters per RedPitaya")
+    record.patch_attribute(cls, "parameters", _ParametersSlot(),
+                           "binding a board's parameters ends the serialised part of its construction")
 
     def attach_lock(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)

@@ -263,24 +263,32 @@ def _wait_until_connecting(sim, timeout=30.0):
 def test_a_slow_board_does_not_hold_up_the_others(sim):
     from rpl_noqt.sim import Faults, Simulator
 
-    with rpl_noqt.connect(sim.host, sim.port, ssh=False) as a, Simulator(faults=Faults(latency=0.05)) as slow:
+    with Simulator(faults=Faults(latency=2.0)) as slow:  # answers each request after 2 s
         connecting, box = _connect_in_thread(slow, "slow-connect")
         try:
-            _wait_until_connecting(slow)
-            # join, list and close board a while the slow board is still connecting
+            deadline = time.monotonic() + 30
+            while slow.connections < 1:  # the slow board's RedPitaya is being constructed
+                assert time.monotonic() < deadline, "the connect never reached the board"
+                time.sleep(0.01)
+            # connect, use, join, list and close board a before the slow board answered once
+            a = _run(lambda: rpl_noqt.connect(sim.host, sim.port, ssh=False), name="connector", timeout=20)
+            a.rp.asg0.frequency = 1234.0
             joined = _run(lambda: rpl_noqt.connect(sim.host, sim.port, ssh=False), name="joiner", timeout=10)
-            assert joined is a and a.users == 2
-            assert a in open_sessions()
-            _run(joined.close, name="closer", timeout=10)
-            assert a.users == 1 and not a.closed
-            assert connecting.is_alive(), "the slow board finished first: the test proves nothing"
+            assert joined is a and a.users == 2 and a in open_sessions()
+            assert a.rp.asg0.frequency == pytest.approx(1234.0, abs=0.1)
             assert all(s.port != slow.port for s in open_sessions())  # not listed before it is up
+            assert a.rp.parameters["port"] == sim.port
+            _run(joined.close, name="closer", timeout=10)
+            _run(a.close, name="closer", timeout=10)
+            assert a.closed
+            assert slow.requests == 0, "board a waited for the slow board's answers"
         finally:
             slow.faults.latency = 0.0
             connecting.join(60)
         assert not connecting.is_alive() and "error" not in box, box.get("error")
         with box["session"] as b:
             assert b in open_sessions() and b.users == 1
+            assert b.rp.parameters["port"] == slow.port  # its own parameters, not board a's
 
 
 def test_threads_asking_for_a_board_being_connected_share_that_connect(sim):
