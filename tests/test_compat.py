@@ -8,6 +8,7 @@ runs them).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import textwrap
@@ -152,6 +153,35 @@ def test_options_are_validated():
         RunOptions(mode="qt")
     with pytest.raises(ValueError, match="file_timeout"):
         RunOptions(file_timeout=0)
+
+
+@pytest.mark.parametrize("installed", [(), ("PySide6",), ("PyQt6",)])
+def test_upstream_column_accepts_any_binding_pyrpl_supports(monkeypatch, tmp_path, capsys, installed):
+    import importlib.util
+
+    from rpl_noqt.compat import cli
+
+    real_find_spec = importlib.util.find_spec
+    bindings = {"PyQt5", "PyQt6", "PySide2", "PySide6"}
+
+    def find_spec(name, *args):
+        if name in bindings:
+            return object() if name in installed else None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    # the binding check comes before any run; the runs themselves are not the point here
+    ran = []
+    monkeypatch.setattr(cli, "run_suite", lambda *a, **k: ran.append(a) or [])
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    code = cli.run(parser.parse_args(["--upstream", "test_example.py", "--out", str(tmp_path / "out"), "-j", "1"]))
+    err = capsys.readouterr().err
+    if installed:
+        assert "needs a Qt binding" not in err and len(ran) == 2  # shim and upstream columns
+    else:
+        assert code == 2 and not ran
+        assert "PyQt5, PyQt6, PySide2, PySide6" in err and "none is installed" in err
 
 
 def test_expectations_flag_regressions_only(tmp_path):

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 SHIM_TITLE = "shim + simulator"
 UPSTREAM_TITLE = "upstream (Qt, dummy)"
+#: the bindings pyrpl 0.9.9.1 offers as extras (through qtpy)
+QT_BINDINGS = ("PyQt5", "PyQt6", "PySide2", "PySide6")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         if args.fast:
             slow = slow_files(expected)
             files = [f for f in files if f not in slow]
-        if args.upstream and importlib.util.find_spec("PyQt5") is None and importlib.util.find_spec("PySide2") is None:
-            print("rpl-noqt compat --upstream needs a Qt binding (pip install PyQt5)", file=sys.stderr)
+        if args.upstream and not any(importlib.util.find_spec(name) for name in QT_BINDINGS):
+            print(f"rpl-noqt compat --upstream needs a Qt binding that pyrpl (qtpy) can use, one of "
+                  f"{', '.join(QT_BINDINGS)}; none is installed (pip install PyQt5)", file=sys.stderr)
             return 2
         out = Path(args.out)
         extra = ("-k", args.keyword) if args.keyword else ()
