@@ -9,8 +9,10 @@ Here every coroutine runs on rpl_noqt's background asyncio loop, so:
 * ``wait(future, timeout)`` blocks the calling thread on a threading primitive
   (no spinning) and raises ``TimeoutError("Timeout exceeded")`` on timeout,
   leaving the future running, as upstream does.
-* ``sleep(t)`` sleeps the calling thread; ``sleep_async(t)`` awaits
-  ``asyncio.sleep`` on whatever loop runs the coroutine.
+* ``sleep(t)`` blocks the calling thread until the loop reaches ``t`` from
+  now (as upstream: when it returns, the loop has done what was due by then);
+  ``sleep_async(t)`` awaits ``asyncio.sleep`` on whatever loop runs the
+  coroutine.
 * ``Event`` is an ``asyncio.Event`` of the background loop whose ``set`` may
   be called from any thread.
 
@@ -22,6 +24,7 @@ upstream docstring already demands. While a thread blocks in ``wait`` or
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import threading
@@ -50,6 +53,8 @@ __all__ = (
     "sleep_async",
     "wait",
 )
+
+_logger = logging.getLogger(__name__)
 
 # the values of concurrent.futures' constants, without importing it
 FIRST_COMPLETED = "FIRST_COMPLETED"
@@ -212,7 +217,17 @@ def _wait_concurrent(future: concurrent.futures.Future[Any], timeout: float | No
 
 
 def sleep(time_s: float) -> None:
-    """Block the calling thread for ``time_s`` seconds (not the event loop)."""
+    """Block the calling thread until the event loop has reached ``time_s`` seconds from now.
+
+    Upstream's ``sleep`` is ``wait(ensure_future(sleep_async(t)))``: it ends
+    on the loop, so whatever the loop had to do by then (signal deliveries,
+    timers, the set-up of a restarted acquisition) has been done when it
+    returns. The same here: the sleep ends when the loop's timer fires, i.e.
+    after ``time_s`` and not before the loop has caught up with everything due
+    until then. A loop still busy ``LOOP_GRACE_S`` past the end (a callback
+    waiting for a lock the caller holds, say) no longer holds the caller: it
+    returns with a warning instead of deadlocking.
+    """
     if math.isnan(time_s):
         raise ValueError("Invalid delay: NaN (not a number)")
     if _loop.in_loop_thread():
@@ -220,8 +235,30 @@ def sleep(time_s: float) -> None:
             "pyrpl.async_utils.sleep() was called on the event-loop thread, where it would "
             "stall every timer and acquisition; inside a coroutine use 'await sleep_async(t)'"
         )
+    delay = max(0.0, float(time_s))
+    deadline = time.monotonic() + delay
+    done = threading.Event()
+    try:
+        _loop.call_soon_threadsafe(_set_at, deadline, done)
+    except RuntimeError:  # no loop can run any more (interpreter shutting down)
+        with _blocking.released_locks():
+            time.sleep(delay)
+        return
     with _blocking.released_locks():
-        time.sleep(max(0.0, time_s))
+        if not done.wait(delay + LOOP_GRACE_S):
+            _logger.warning("sleep(%.3g): the event loop was still busy %.1f s after the end of the sleep; "
+                            "returning without it", delay, LOOP_GRACE_S)
+
+
+#: How long past its end a :func:`sleep` waits for a busy event loop (s)
+LOOP_GRACE_S = 2.0
+
+
+def _set_at(deadline: float, done: threading.Event) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    loop.call_at(loop.time() + (deadline - time.monotonic()), done.set)
 
 
 class Event:

@@ -190,6 +190,41 @@ def test_sleep_blocks_the_caller_without_cpu():
     assert time.process_time() - cpu0 < 0.15
 
 
+@pytest.mark.parametrize(("busy_s", "sleep_s"), [(0.3, 0.05), (0.2, 0.0), (0.05, 0.25)])
+def test_sleep_ends_on_the_loop_after_what_was_due_by_then(busy_s, sleep_s):
+    # upstream's sleep is wait(ensure_future(sleep_async(t))): a test that sleeps
+    # after starting something on the loop finds it done, even when the loop was
+    # busy with a long step (an NA restart computing 10 000 frequencies, say)
+    order = []
+    loop.call_soon_threadsafe(lambda: (time.sleep(busy_s), order.append("busy step")))
+    loop.call_soon_threadsafe(lambda: order.append("queued callback"))
+    t0 = time.monotonic()
+    async_utils.sleep(sleep_s)
+    order.append("sleep returned")
+    elapsed = time.monotonic() - t0
+    assert order == ["busy step", "queued callback", "sleep returned"]
+    assert elapsed >= max(busy_s, sleep_s) - 0.01
+    assert elapsed < max(busy_s, sleep_s) + 1.0
+
+
+def test_sleep_does_not_wait_forever_for_a_stuck_loop(monkeypatch, caplog):
+    # a loop callback blocked on something the sleeping thread holds must not deadlock it
+    monkeypatch.setattr(async_utils, "LOOP_GRACE_S", 0.2)
+    release = threading.Event()
+    loop.call_soon_threadsafe(lambda: release.wait(10))
+    try:
+        t0 = time.monotonic()
+        with caplog.at_level("WARNING"):
+            async_utils.sleep(0.1)
+        elapsed = time.monotonic() - t0
+    finally:
+        release.set()
+    assert 0.29 <= elapsed < 2.0
+    assert any("still busy" in r.getMessage() for r in caplog.records)
+    async_utils.sleep(0.01)  # the loop is free again: an ordinary sleep, no warning
+    assert sum("still busy" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_wait_and_sleep_on_the_loop_thread_raise_instead_of_deadlocking():
     errors = []
 
