@@ -216,6 +216,10 @@ def _wait_concurrent(future: concurrent.futures.Future[Any], timeout: float | No
             raise _timeout_error()("Timeout exceeded") from None
 
 
+#: How long past its end a :func:`sleep` waits for a busy event loop (s)
+LOOP_GRACE_S = 2.0
+
+
 def sleep(time_s: float) -> None:
     """Block the calling thread until the event loop has reached ``time_s`` seconds from now.
 
@@ -248,10 +252,6 @@ def sleep(time_s: float) -> None:
         if not done.wait(delay + LOOP_GRACE_S):
             _logger.warning("sleep(%.3g): the event loop was still busy %.1f s after the end of the sleep; "
                             "returning without it", delay, LOOP_GRACE_S)
-
-
-#: How long past its end a :func:`sleep` waits for a busy event loop (s)
-LOOP_GRACE_S = 2.0
 
 
 def _set_at(deadline: float, done: threading.Event) -> None:
