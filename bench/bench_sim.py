@@ -4,7 +4,7 @@ Run: ``python bench/bench_sim.py [--seconds 2]``.
 
 Both servers run in a thread of this process on 127.0.0.1 and speak the
 monitor_server framing; the echo server answers every request with zeros and
-does nothing else, so it is the physical limit of this loopback + asyncio +
+does nothing else on the same transport (a thread per connection), so it is the limit of this loopback +
 Python client.  The same raw-socket client (what PyRPL's MonitorClient does,
 minus its logging) measures:
 
@@ -16,7 +16,7 @@ minus its logging) measures:
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import socket
 import struct
 import sys
@@ -33,58 +33,77 @@ ASG0_FREQ = 0x40200010
 
 
 class EchoServer:
-    """monitor_server framing, no model: reads return zeros, writes are acknowledged."""
+    """monitor_server framing, no model: reads return zeros, writes are acknowledged.
+
+    The same transport as the simulator (a blocking thread per connection), so
+    the ratio is what the model costs on top of the wire.
+    """
 
     def __init__(self) -> None:
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="bench-echo", daemon=True)
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._accept_loop, name="bench-echo", daemon=True)
 
     def __enter__(self) -> EchoServer:
-        self._thread.start()
-        self._ready.wait(5)
+        self._accept.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        for t in [self._accept, *self._threads]:
+            t.join(5)
 
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        await self._stop.wait()
-        server.close()
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), name="bench-echo-conn", daemon=True)
+            self._threads.append(t)
+            t.start()
 
     @staticmethod
-    async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _recv(conn: socket.socket, n: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    @classmethod
+    def _serve(cls, conn: socket.socket) -> None:
         zeros = bytes(4 * 65535)
         try:
             while True:
-                header = await reader.readexactly(8)
+                header = cls._recv(conn, 8)
+                if header is None:
+                    return
                 n = header[2] | header[3] << 8
                 if n == 0:
                     continue
                 if header[0] == ord("r"):
-                    writer.write(header + zeros[: 4 * n])
+                    conn.sendall(header + zeros[: 4 * n])
                 elif header[0] == ord("w"):
-                    await reader.readexactly(4 * n)
-                    writer.write(header)
+                    if cls._recv(conn, 4 * n) is None:
+                        return
+                    conn.sendall(header)
                 else:
-                    break
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+                    return
+        except OSError:
+            return
 
 
 class Client:

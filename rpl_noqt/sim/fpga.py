@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ class FpgaModel:
         self.scope = Scope(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
+        self._pid_cache: tuple[int, list[Any], list[float]] | None = None
 
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
@@ -154,13 +156,10 @@ class FpgaModel:
             dt_total = now - self._t_dyn
             if dt_total <= 0:
                 return
-            # fastest integrator first: the slower ones then see its trajectory, not its old value
-            pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
-                          key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
+            pids, rates = self._active_pids()
             if not pids:
                 self._t_dyn = now
                 return
-            rates = sorted((abs(p.i_rate) for p in pids if p.i_rate), reverse=True)  # type: ignore[attr-defined]
             dt_nom = min(1e-3, 0.5 / rates[0]) if rates else dt_total
             steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
             dt = dt_total / steps
@@ -176,6 +175,22 @@ class FpgaModel:
                 for p in pids:
                     p.advance(part, dt, alone)  # type: ignore[attr-defined]
             self._t_dyn = now
+
+    def _active_pids(self) -> tuple[list[Any], list[float]]:
+        """The PIDs that move, fastest integrator first, and their integrator rates.
+
+        Which PIDs move depends on registers only, so the answer is kept until
+        the next write (``version``): every register access asks.
+        """
+        cached = self._pid_cache
+        if cached is not None and cached[0] == self.version:
+            return cached[1], cached[2]
+        # fastest integrator first: the slower ones then see its trajectory, not its old value
+        pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
+                      key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
+        rates = sorted((abs(p.i_rate) for p in pids if p.i_rate), reverse=True)  # type: ignore[attr-defined]
+        self._pid_cache = (self.version, pids, rates)
+        return pids, rates
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------
     def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:

@@ -1,10 +1,12 @@
-"""The simulated monitor_server: a TCP server on its own asyncio loop and thread.
+"""The simulated monitor_server: a TCP server with one thread per connection.
 
 The server speaks exactly the protocol of ``monitor_server.c`` (see
 :mod:`rpl_noqt.sim.protocol`) on top of :class:`~rpl_noqt.sim.fpga.FpgaModel`.
-It runs its own event loop in a daemon thread named ``rpl-sim-<port>`` so it is
-independent of whatever loops or threads the process under test uses, and
-``stop()`` closes every socket and joins that thread.
+An accept thread named ``rpl-sim-<port>`` hands each connection to a thread of
+its own that blocks in ``recv``, like the C server's loop; that is about four
+times faster per round trip than an asyncio transport on the same machine,
+and independent of whatever loops or threads the process under test uses.
+``stop()`` closes every socket and joins every thread.
 
 Malformed input never crashes the server: an unknown command byte, like in the
 C server, ends that connection (the C server exits; we keep listening), a
@@ -33,9 +35,9 @@ over SSH after a disconnect).  The policies:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
+import itertools
 import logging
 import socket
 import threading
@@ -77,15 +79,66 @@ def _check_port(port: int) -> int:
 
 
 class _Connection:
-    def __init__(self, writer: asyncio.StreamWriter, task: asyncio.Task | None) -> None:
-        self.writer = writer
-        self.task = task
-        self.peer = writer.get_extra_info("peername")
+    """One accepted socket and the thread serving it."""
+
+    def __init__(self, sock: socket.socket, peer: object) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.thread: threading.Thread | None = None
 
     def abort(self) -> None:
-        transport = self.writer.transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()
+        """Close the socket; a thread blocked in ``recv`` on it returns at once."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def recv_exactly(self, n: int) -> bytes | None:
+        """``n`` bytes, or None if the peer closed (or the socket was aborted) first."""
+        sock = self.sock
+        try:
+            data = sock.recv(n)
+            if len(data) == n or not data:
+                return data or None
+            chunks = [data]
+            remaining = n - len(data)
+            while remaining:
+                chunk = sock.recv(remaining)
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+        except OSError:
+            return None
+
+
+class _Turns:
+    """First come, first served: the ``queue``/``exit`` policies' one client at a time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._tickets = itertools.count()
+        self._serving = 0
+        self._closed = False
+
+    def wait_turn(self) -> int | None:
+        """Block until this caller's turn; its ticket, or None once the server stops."""
+        with self._cond:
+            ticket = next(self._tickets)
+            while self._serving != ticket and not self._closed:
+                self._cond.wait()
+            return None if self._closed else ticket
+
+    def done(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class Simulator:
@@ -118,69 +171,55 @@ class Simulator:
         self.model = model if model is not None else FpgaModel(seed=seed)
         self.requests = 0  #: requests answered since start (all clients)
         self.connections = 0  #: connections accepted since start
+        self._lock = threading.Lock()  # guards the sets, counters and the listening socket
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._serve_lock: asyncio.Lock | None = None
         self._conns: set[_Connection] = set()
         self._active: set[_Connection] = set()
+        self._turns = _Turns()
         self._served_one = False
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._stopping = threading.Event()  # set by stop(); fault delays wake on it
 
     # -- lifecycle ----------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Started and not stopped (also while the ``exit`` policy has stopped listening)."""
+        return self._thread is not None
 
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
     def start(self) -> Simulator:
-        """Bind, start the server thread and return once it accepts connections."""
+        """Bind, start the accept thread and return once it accepts connections."""
         if self.running:
             raise RuntimeError(f"simulator already running on {self.host}:{self.port}")
-        self._sock = self._bind(self.host, self._requested_port)
-        self.port = self._sock.getsockname()[1]
-        self._ready.clear()
-        self._error = None
-        self._served_one = False
-        self._thread = threading.Thread(target=self._run, name=f"rpl-sim-{self.port}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"simulator failed to start on {self.host}:{self.port}") from self._error
+        sock = self._bind(self.host, self._requested_port)
+        self.port = sock.getsockname()[1]
+        self._requested_port = self.port  # a restart comes back on the same port
+        self._stopping.clear()
+        self._listen(sock)
         log.info("simulated Red Pitaya listening on %s:%d (policy %s)", self.host, self.port, self.client_policy.value)
         return self
 
     def stop(self) -> None:
-        """Close every socket, stop the loop and join the thread."""
-        thread, loop = self._thread, self._loop
-        if thread is None:
+        """Close every socket and join every thread."""
+        if self._thread is None:
             return
-        if loop is not None and self._stop_event is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(self._stop_event.set)
-        thread.join(_START_TIMEOUT)
-        if thread.is_alive():  # pragma: no cover - would be a bug
-            log.error("simulator thread %s did not stop", thread.name)
+        self._stopping.set()
+        self._close_all()
         self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     def restart(self) -> None:
         """Drop every connection and listen again on the same port (model state is kept).
 
         This is what PyRPL sees when the monitor_server process is restarted.
         """
-        if not self.running or self._loop is None:
+        if self._thread is None:
             raise RuntimeError("simulator is not running")
-        future = asyncio.run_coroutine_threadsafe(self._restart(), self._loop)
-        future.result(_START_TIMEOUT)
+        self._close_all()
+        self._listen(self._bind(self.host, self.port))
+        log.info("simulator restarted on %s:%d", self.host, self.port)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -192,7 +231,7 @@ class Simulator:
         state = "running" if self.running else "stopped"
         return f"<Simulator {self.host}:{self.port} {state} policy={self.client_policy.value}>"
 
-    # -- loop thread -------------------------------------------------------------------
+    # -- listening -----------------------------------------------------------------------
     @staticmethod
     def _bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -201,105 +240,123 @@ class Simulator:
         except OSError as exc:
             raise ValueError(f"cannot bind the simulator to {host}:{port}: {exc}") from exc
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # pragma: no cover - reported through start()
-            self._error = exc
-            log.exception("simulator loop crashed")
-            self._ready.set()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._loop = None
+    def _listen(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            self._served_one = False
+            self._turns = _Turns()
+        thread = threading.Thread(target=self._accept_loop, args=(sock,), name=f"rpl-sim-{self.port}", daemon=True)
+        self._thread = thread
+        thread.start()
 
-    async def _main(self) -> None:
-        self._stop_event = asyncio.Event()
-        self._serve_lock = asyncio.Lock()
-        await self._listen()
-        self._ready.set()
-        await self._stop_event.wait()
-        await self._close_all()
+    def _close_listener(self) -> None:
+        """Stop accepting: wake the accept thread (a connection to itself) and close the socket."""
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            with contextlib.suppress(OSError), socket.create_connection(sock.getsockname()[:2], timeout=1.0):
+                pass  # accept() returns; the loop sees the socket gone
+            thread.join(1.0)
+            if thread.is_alive():  # could not connect to ourselves: shutdown wakes accept() on Linux
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                thread.join(_START_TIMEOUT)
+            if thread.is_alive():  # pragma: no cover - would be a bug
+                log.error("simulator accept thread %s did not stop", thread.name)
+        with contextlib.suppress(OSError):
+            sock.close()
 
-    async def _listen(self) -> None:
-        if self._sock is None:
-            self._sock = self._bind(self.host, self.port)
-        self._server = await asyncio.start_server(self._handle, sock=self._sock)
-
-    async def _close_all(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for conn in list(self._conns):
+    def _close_all(self) -> None:
+        self._close_listener()
+        with self._lock:
+            conns = list(self._conns)
+            turns = self._turns
+        turns.close()
+        for conn in conns:
             conn.abort()
-            if conn.task is not None and conn.task is not asyncio.current_task():
-                conn.task.cancel()
-        tasks = [c.task for c in self._conns if c.task is not None and c.task is not asyncio.current_task()]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-        self._sock = None  # closed by the server
+        me = threading.current_thread()
+        for conn in conns:
+            if conn.thread is not None and conn.thread is not me:
+                conn.thread.join(_START_TIMEOUT)
+                if conn.thread.is_alive():  # pragma: no cover - would be a bug
+                    log.error("simulator connection thread %s did not stop", conn.thread.name)
 
-    async def _restart(self) -> None:
-        await self._close_all()
-        self._served_one = False
-        self._serve_lock = asyncio.Lock()
-        await self._listen()
-        log.info("simulator restarted on %s:%d", self.host, self.port)
+    def _accept_loop(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                client, peer = sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._sock is not sock:  # woken to stop (or to close after the exit policy)
+                    client.close()
+                    return
+                conn = _Connection(client, peer)
+                self._conns.add(conn)
+                self.connections += 1
+                number = self.connections
+            with contextlib.suppress(OSError):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.thread = threading.Thread(target=self._handle, args=(conn,), name=f"rpl-sim-{self.port}-c{number}",
+                                           daemon=True)
+            conn.thread.start()
 
     # -- connections --------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(writer, asyncio.current_task())
-        self._conns.add(conn)
-        self.connections += 1
+    def _handle(self, conn: _Connection) -> None:
         policy = self.client_policy
-        log.debug("client %s connected (%d open)", conn.peer, len(self._conns))
+        log.debug("client %s connected", conn.peer)
         try:
-            if policy is ClientPolicy.REJECT and self._active:
-                log.info("rejecting second client %s (policy reject)", conn.peer)
-                return
+            if policy is ClientPolicy.REJECT:
+                with self._lock:
+                    busy = bool(self._active)
+                if busy:
+                    log.info("rejecting second client %s (policy reject)", conn.peer)
+                    return
             if policy is ClientPolicy.KICK:
-                for other in list(self._active):
+                with self._lock:
+                    others = list(self._active)
+                for other in others:
                     log.info("client %s replaces %s (policy kick)", conn.peer, other.peer)
                     other.abort()
             if policy in (ClientPolicy.QUEUE, ClientPolicy.EXIT):
-                assert self._serve_lock is not None
-                async with self._serve_lock:
+                turns = self._turns
+                if turns.wait_turn() is None:
+                    return
+                try:
                     if policy is ClientPolicy.EXIT and self._served_one:
                         return
-                    await self._session(conn, reader, writer)
+                    self._session(conn)
                     if policy is ClientPolicy.EXIT:
                         self._served_one = True
                         log.info("first client gone: no longer listening (policy exit)")
-                        if self._server is not None:
-                            self._server.close()
-                        for other in list(self._conns):
-                            if other is not conn:
-                                other.abort()
+                        self._close_listener()
+                        with self._lock:
+                            others = [c for c in self._conns if c is not conn]
+                        for other in others:
+                            other.abort()
+                finally:
+                    turns.done()
             else:
-                await self._session(conn, reader, writer)
-        except asyncio.CancelledError:
-            pass
+                self._session(conn)
         except Exception:  # never let one connection take the server down
             log.exception("error while serving %s", conn.peer)
         finally:
-            self._conns.discard(conn)
-            self._active.discard(conn)
+            with self._lock:
+                self._conns.discard(conn)
+                self._active.discard(conn)
             conn.abort()
             log.debug("client %s disconnected", conn.peer)
 
-    async def _session(self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._active.add(conn)
-        model = self.model
+    def _session(self, conn: _Connection) -> None:
+        with self._lock:
+            self._active.add(conn)
+        model, faults, stopping = self.model, self.faults, self._stopping
         while True:
-            try:
-                raw = await reader.readexactly(HEADER_SIZE)
-            except (asyncio.IncompleteReadError, ConnectionError):
+            raw = conn.recv_exactly(HEADER_SIZE)
+            if raw is None:
                 return
             header = parse_header(raw)
             if header.length == 0:
@@ -311,16 +368,15 @@ class Simulator:
                 return
             payload = b""
             if header.command == WRITE:
-                try:
-                    payload = await reader.readexactly(4 * header.length)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                payload = conn.recv_exactly(4 * header.length)
+                if payload is None:
                     return
-            action = self.faults.next_action()
+            action = faults.next_action()
             if action.drop:
                 log.info("fault: dropping connection %s instead of answering %s", conn.peer, header.name)
                 return
-            if action.delay:
-                await asyncio.sleep(action.delay)
+            if action.delay and stopping.wait(action.delay):
+                return
             if header.command == READ:
                 data = model.read(header.address, header.length)
                 reply = raw + data.astype("<u4").tobytes()
@@ -329,9 +385,9 @@ class Simulator:
                 reply = raw
             if action.garble:
                 reply = bytes([reply[0] ^ 0xFF]) + reply[1:]
-            self.requests += 1
+            with self._lock:
+                self.requests += 1
             try:
-                writer.write(reply)
-                await writer.drain()
-            except ConnectionError:
+                conn.sock.sendall(reply)
+            except OSError:
                 return
