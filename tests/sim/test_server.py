@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 
 import pytest
 
@@ -178,3 +180,25 @@ def test_stop_closes_connected_clients():
     finally:
         c.close()
         s.stop()
+
+
+@pytest.mark.parametrize("how", ["restart", "stop"])
+def test_restart_and_stop_do_not_wait_for_a_delayed_reply(how):
+    s = Simulator(faults=Faults(latency=30.0)).start()
+    c = RawClient(s.port)
+    try:
+        c.sock.sendall(c.header("r", 1, HK_ID))  # its reply is 30 s away
+        deadline = time.monotonic() + 5
+        while s.connections < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the request is in its delay now
+        t0 = time.monotonic()
+        getattr(s, how)()
+        assert time.monotonic() - t0 < 5.0
+        assert c.is_closed()
+        assert s.requests == 0  # the delayed request was never answered
+        assert s.running is (how == "restart")
+    finally:
+        c.close()
+        s.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"rpl-sim-{s.port}")]
