@@ -367,9 +367,10 @@ class Simulator:
                 return
             payload = b""
             if header.command == WRITE:
-                payload = conn.recv_exactly(4 * header.length)
-                if payload is None:
+                received = conn.recv_exactly(4 * header.length)
+                if received is None:
                     return
+                payload = received
             action = faults.next_action()
             if action.drop:
                 log.info("fault: dropping connection %s instead of answering %s", conn.peer, header.name)
