@@ -253,9 +253,9 @@ def _connect_in_thread(sim, name):
 
 
 def _wait_until_connecting(sim, timeout=30.0):
-    """Until the board has served some requests (its connect is under way)."""
+    """Until a client has connected to the board (its RedPitaya is being constructed)."""
     deadline = time.monotonic() + timeout
-    while sim.requests < 5:
+    while sim.connections < 1:
         assert time.monotonic() < deadline, "the connect never reached the board"
         time.sleep(0.01)
 
@@ -266,10 +266,7 @@ def test_a_slow_board_does_not_hold_up_the_others(sim):
     with Simulator(faults=Faults(latency=2.0)) as slow:  # answers each request after 2 s
         connecting, box = _connect_in_thread(slow, "slow-connect")
         try:
-            deadline = time.monotonic() + 30
-            while slow.connections < 1:  # the slow board's RedPitaya is being constructed
-                assert time.monotonic() < deadline, "the connect never reached the board"
-                time.sleep(0.01)
+            _wait_until_connecting(slow)
             # connect, use, join, list and close board a before the slow board answered once
             a = _run(lambda: rpl_noqt.connect(sim.host, sim.port, ssh=False), name="connector", timeout=20)
             a.rp.asg0.frequency = 1234.0
@@ -313,10 +310,7 @@ def test_a_failed_connect_is_shared_with_the_threads_that_waited_for_it(sim):
 
     with Simulator(faults=Faults(latency=30.0)) as doomed:  # its first answer never comes
         first, first_box = _connect_in_thread(doomed, "first")
-        deadline = time.monotonic() + 30
-        while doomed.connections < 1:
-            assert time.monotonic() < deadline, "the connect never reached the board"
-            time.sleep(0.01)
+        _wait_until_connecting(doomed)
         second, second_box = _connect_in_thread(doomed, "second")
         time.sleep(0.2)  # let it find the connect under way
         doomed.stop()  # the board goes away mid-connect

@@ -188,7 +188,7 @@ class FpgaModel:
         # fastest integrator first: the slower ones then see its trajectory, not its old value
         pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
                       key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
-        rates = sorted((abs(p.i_rate) for p in pids if p.i_rate), reverse=True)  # type: ignore[attr-defined]
+        rates = [abs(p.i_rate) for p in pids if p.i_rate]  # type: ignore[attr-defined]  # descending, as pids
         self._pid_cache = (self.version, pids, rates)
         return pids, rates
 

@@ -8,10 +8,11 @@ top 16 bits (binary point 13, so +-4 V) are what 0x100 reads back, i.e.
 14 bits and then to ``[min_voltage, max_voltage]``.  A cleared sync bit pauses
 the gains selected in 0x12C[2:0] (all three by default).
 
-The integrator is the only slow state.  :meth:`Pid.step` advances it with an
-implicit Euler step whose loop gain is measured by perturbing the PID output
-and re-evaluating its input through the routing; implicit Euler stays stable for
-any step size, so arbitrarily long idle times cost a bounded number of steps.
+The integrator is the only slow state.  :meth:`Pid.advance` steps it with
+implicit Euler over the feedback tabulated by forcing the PID's output over its
+range and re-evaluating its input through the routing (:meth:`Pid.feedback_table`);
+implicit Euler stays stable for any step size, so arbitrarily long idle times
+cost a bounded number of steps.
 Tones (the phasor view the IQ modules and the network analyzer use) go
 through the RTL's exact steady-state response: input filter bank, P and I
 with their pipeline delays (:meth:`Pid.tone_response`). In the time domain
@@ -284,11 +285,6 @@ class _Loop:
 
     def _at(self, out: float) -> float:
         return float(np.interp(out, self.outs, self.feedback))
-
-    def step(self, ival: float, err: float, e0: float) -> tuple[float, float]:
-        """``(integrator value, error)`` one step after ``(ival, err)``."""
-        ival, err, _ = self.run(ival, err, [e0])
-        return ival, err
 
     def run(self, ival: float, err: float, e_ext: list[float]) -> tuple[float, float, list[float]]:
         """Step through ``e_ext``: ``(integrator value, error, integrator history)``.

@@ -197,7 +197,6 @@ class Simulator:
             raise RuntimeError(f"simulator already running on {self.host}:{self.port}")
         sock = self._bind(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
-        self._requested_port = self.port  # a restart comes back on the same port
         self._listen(sock)
         log.info("simulated Red Pitaya listening on %s:%d (policy %s)", self.host, self.port, self.client_policy.value)
         return self
@@ -291,6 +290,7 @@ class Simulator:
                 return
             with self._lock:
                 if self._sock is not sock:  # woken to stop (or to close after the exit policy)
+                    sock.close()  # first: nobody may connect once a client was turned away
                     client.close()
                     return
                 conn = _Connection(client, peer)
