@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -146,6 +150,50 @@ def test_runner_classifies_and_bounds_every_file(fake_suite, tmp_path):
     assert "KILLED" in table and "total" in table
     xml = junit_xml({"shim": list(results.values())})
     assert 'message="rpl-noqt: not applicable (no Qt)' in xml and "[timed out]" in xml
+
+
+def test_a_relative_out_dir_is_taken_from_the_callers_working_directory(tmp_path, monkeypatch):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_ok.py").write_text(textwrap.dedent(FAKE_SUITE["test_ok.py"]), encoding="utf-8")
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    options = RunOptions(test_timeout=30, file_timeout=60, out_dir="rel/out")
+    (r,) = run_suite(["test_ok.py"], options, test_dir=Path("..", "suite"))
+    assert (r.status, r.counts()["passed"], r.counts()["skipped"]) == ("ok", 1, 1), (r.status, r.note)
+    assert (caller / "rel" / "out" / "files" / "shim" / "test_ok" / "pytest.log").is_file()
+
+
+def _rpl_noqt_command() -> str:
+    """The ``rpl-noqt`` console script of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "rpl-noqt"
+    found = str(beside) if beside.is_file() else shutil.which("rpl-noqt")
+    assert found, "the rpl-noqt console script is not installed (pip install -e .)"
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_compat_runs_as_the_readme_documents_from_any_folder(tmp_path):
+    """``rpl-noqt compat FILE...`` with default options, started from a fresh folder.
+
+    The README's form; the default ``--out`` is relative (``./compat-report``),
+    which each file's pytest (run in its own folder) once got twice over.
+    """
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    proc = subprocess.run([_rpl_noqt_command(), "compat", "test_attribute.py"], cwd=folder,
+                          capture_output=True, text=True, timeout=200)
+    output = proc.stdout + proc.stderr
+    report = folder / "compat-report" / "report.json"
+    assert report.is_file(), output
+    run = json.loads(report.read_text(encoding="utf-8"))["runs"]["shim + simulator"]
+    (file_result,) = run["files"]
+    assert file_result["status"] == "ok", (file_result.get("note"), output)
+    assert run["totals"]["passed"] > 0 and run["totals"]["failed"] == 0, (run["totals"], output)
+    assert proc.returncode == 0, output
+    assert (folder / "compat-report" / "junit.xml").is_file()
+    assert not (folder / "compat-report" / "files" / "shim" / "test_attribute" / "compat-report").exists()
 
 
 def test_options_are_validated():

@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"rpl-noqt compat --upstream needs a Qt binding that pyrpl (qtpy) can use, one of "
                   f"{', '.join(QT_BINDINGS)}; none is installed (pip install PyQt5)", file=sys.stderr)
             return 2
-        out = Path(args.out)
+        # Paths are made absolute here, once: the runner starts each file's pytest in
+        # that file's own folder, where a relative path would point somewhere else.
+        out = Path(args.out).resolve()
+        write_expected = Path(args.write_expected).resolve() if args.write_expected else None
         extra = ("-k", args.keyword) if args.keyword else ()
         options = RunOptions(mode="shim", test_timeout=args.timeout, file_timeout=args.file_timeout,
                              total_timeout=args.total_timeout, jobs=args.jobs, out_dir=str(out),
@@ -116,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json_report(columns, meta), encoding="utf-8")
     (out / "junit.xml").write_text(junit_xml(columns), encoding="utf-8")
     print(f"reports: {out / 'report.json'}, {out / 'junit.xml'}")
-    if args.write_expected:
-        Path(args.write_expected).write_text(expectation_from(shim, expected), encoding="utf-8")
-        print(f"expectations written to {args.write_expected}")
+    if write_expected is not None:
+        write_expected.write_text(expectation_from(shim, expected), encoding="utf-8")
+        print(f"expectations written to {write_expected}")
     if args.check:
         return 1 if regressions else 0
     bad = any(t.outcome in ("failed", "timed out") for r in shim for t in r.tests) or \

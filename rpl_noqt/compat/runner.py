@@ -189,6 +189,9 @@ def run_file(test_dir: Path, rel: str, options: RunOptions, out_dir: Path,
              deadline: float | None = None) -> FileResult:
     """Run one test file; never raises for a test problem, never outlives its limits."""
     result = FileResult(rel)
+    # Every path handed to the subprocess must be absolute: it runs in ``work``,
+    # where a path relative to the caller's working directory means another file.
+    test_dir, out_dir = Path(test_dir).resolve(), Path(out_dir).resolve()
     slug = rel.replace("/", "__").removesuffix(".py")
     work = out_dir / "files" / options.mode / slug
     work.mkdir(parents=True, exist_ok=True)
