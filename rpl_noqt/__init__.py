@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = (
+    "BoardConnectionError",
+    "BoardTimeoutError",
+    "LinkPolicy",
     "Session",
     "__version__",
     "activate",
@@ -25,10 +28,13 @@ __all__ = (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .activation import activate, deactivate, flush_configs, is_active, patch_record
+    from .board.policy import LinkPolicy
+    from .errors import BoardConnectionError, BoardTimeoutError
     from .session import Session, connect
 
 _LAZY = {name: "rpl_noqt.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
-_LAZY.update(connect="rpl_noqt.session", Session="rpl_noqt.session")
+_LAZY.update(connect="rpl_noqt.session", Session="rpl_noqt.session", LinkPolicy="rpl_noqt.board.policy",
+             BoardConnectionError="rpl_noqt.errors", BoardTimeoutError="rpl_noqt.errors")
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = (
     "ActivationError",
+    "BoardConnectionError",
+    "BoardTimeoutError",
     "GuiUnavailableError",
     "LoopThreadError",
     "RplNoQtWarning",
@@ -41,3 +43,33 @@ class LoopThreadError(RuntimeError):
 class SlotError(RuntimeError):
     """A slot raised while a signal was emitted (only raised in ``"raise"``
     slot-error mode; the default mode logs the traceback)."""
+
+
+class BoardConnectionError(ConnectionError):
+    """A board could not be reached, or stopped answering, within the link policy.
+
+    The one exception a user catches for link trouble: raised by connecting,
+    by every register access and by everything built on them. The message
+    names the board, the operation, the address and the cause; the same
+    facts are attributes, for programs.
+    """
+
+    def __init__(self, board: str, operation: str, cause: str, *, address: int | None = None) -> None:
+        self.board = board
+        self.operation = operation
+        self.address = address
+        self.cause = cause
+        where = f" at {address:#010x}" if address is not None else ""
+        super().__init__(f"board {board}: {operation}{where} failed: {cause}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable despite the keyword-only argument
+        return (_rebuild_board_error, (type(self), self.board, self.operation, self.cause, self.address))
+
+
+class BoardTimeoutError(BoardConnectionError, TimeoutError):
+    """The board did not answer within the I/O deadline (it is also a ``TimeoutError``)."""
+
+
+def _rebuild_board_error(cls: type[BoardConnectionError], board: str, operation: str, cause: str,
+                         address: int | None) -> BoardConnectionError:
+    return cls(board, operation, cause, address=address)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 
-__all__ = ("attribute_changed", "namespace", "slot_error")
+__all__ = ("attribute_changed", "board_state_lost", "namespace", "slot_error")
 
 namespace = Namespace()
 
@@ -36,4 +36,11 @@ attribute_changed = namespace.signal(
 #: kwargs: ``signal`` (name), ``slot``, ``error``.
 slot_error = namespace.signal(
     "slot-error", doc="A slot raised during emit (sender: owner; signal, slot, error)."
+)
+
+#: A board came back from an outage with its FPGA reloaded (registers at reset
+#: values). sender: the board's client; kwargs: ``board`` ("host:port").
+#: ``Session.restore()`` writes the configuration back.
+board_state_lost = namespace.signal(
+    "board-state-lost", doc="A board's FPGA was reloaded while its link was down (sender: client; board)."
 )

@@ -22,6 +22,9 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from .board.policy import LinkPolicy
+from .board import policy as link_policy
+from .errors import BoardConnectionError
 from .locks import DeviceLock
 
 __all__ = ("Session", "SessionConfigError", "connect", "open_sessions")
@@ -67,6 +70,8 @@ class Session:
         self.hostname = hostname
         self.port = key[1]
         self.settings = settings
+        #: timeouts and reconnects of this board's link
+        self.policy: LinkPolicy = settings.get("policy") or LinkPolicy.from_env()
         self._users = 0
         self._closed = False
         self._pyrpl: Any = None
@@ -95,6 +100,42 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def link_up(self) -> bool:
+        """False while the board does not answer (an outage the client is riding out)."""
+        client = self._client()
+        return bool(getattr(client, "link_up", client is not None))
+
+    @property
+    def state_lost(self) -> bool:
+        """True once the board came back from an outage with its FPGA reloaded.
+
+        Its registers then hold reset values, not what the configuration says:
+        :meth:`restore` writes the configuration back. Nothing does it silently.
+        """
+        return bool(getattr(self._client(), "state_lost", False))
+
+    def restore(self) -> int:
+        """Write the configuration back to the board (after :attr:`state_lost`); returns modules restored.
+
+        As PyRPL does at start-up, every module that no other module owns
+        loads its setup attributes from the config tree (software modules
+        first, an owner sets up what it owns), under the board lock.
+        """
+        self._check_open()
+        p = self._pyrpl
+        restored = 0
+        with self.lock:
+            for module in list(p.software_modules) + list(p.hardware_modules):
+                if module.owner is None:
+                    module._load_setup_attributes()
+                    restored += 1
+            client = self._client()
+            if client is not None and hasattr(client, "state_lost"):
+                client.state_lost = False
+        logger.info("restored the configuration of %d module(s) on %s:%d", restored, self.hostname, self.port)
+        return restored
 
     @property
     def users(self) -> int:
@@ -131,6 +172,10 @@ class Session:
         if self._closed:
             raise RuntimeError(f"session {self.hostname}:{self.port} is closed; call rpl_noqt.connect() again")
 
+    def _client(self) -> Any:
+        p = self._pyrpl
+        return None if p is None else getattr(p.rp, "client", None)
+
     def _start(self) -> None:
         import pyrpl
 
@@ -138,14 +183,21 @@ class Session:
         direct = not self.settings["ssh"] and self.hostname not in _FAKE_HOSTS
         if direct:
             kwargs.update(reloadfpga=False, reloadserver=False, autostart=True, leds_off=False)
-        self._pyrpl = pyrpl.Pyrpl(
-            config=self.settings["config"],
-            hostname=self.hostname,
-            port=self.port,
-            gui=False,
-            rpl_noqt_direct=direct,
-            **kwargs,
-        )
+        try:
+            with link_policy.using(self.policy):
+                self._pyrpl = pyrpl.Pyrpl(
+                    config=self.settings["config"],
+                    hostname=self.hostname,
+                    port=self.port,
+                    gui=False,
+                    rpl_noqt_direct=direct,
+                    **kwargs,
+                )
+        except BoardConnectionError:
+            raise
+        except OSError as exc:  # SSH login, upload or server start (paramiko, socket)
+            raise BoardConnectionError(f"{self.hostname}:{self.port}", "connect over SSH",
+                                       f"{type(exc).__name__}: {exc}") from exc
         logger.info("connected to %s:%d (%s)", self.hostname, self.port, "direct" if direct else "ssh")
 
     def _shutdown(self) -> None:
@@ -155,10 +207,17 @@ class Session:
         from .threadsafe import board_lock
 
         client = getattr(p.rp, "client", None)
+        if client is not None and hasattr(client, "closing"):
+            client.closing()  # a board that is down now is not waited for again
         lock = board_lock(p.rp)
         try:
             with lock if lock is not None else _null():
-                p._clear()  # stops timers and acquisitions, flushes the config
+                try:
+                    p._clear()  # stops timers and acquisitions, flushes the config
+                except (BoardConnectionError, TimeoutError) as exc:
+                    logger.warning("board %s:%d did not answer while closing (%s); stopping its modules and "
+                                   "writing its config without it", self.hostname, self.port, exc)
+                    self._clear_offline(p)
         finally:
             if client is not None:
                 client.__dict__["_rpl_noqt_closed"] = True
@@ -167,6 +226,16 @@ class Session:
                 except Exception:  # already gone
                     logger.debug("closing the client of %s:%d failed", self.hostname, self.port, exc_info=True)
         logger.info("disconnected from %s:%d", self.hostname, self.port)
+
+    @staticmethod
+    def _clear_offline(p: Any) -> None:
+        """What ``Pyrpl._clear`` does, module by module, for a board that no longer answers."""
+        for module in list(p.modules):
+            try:
+                module._clear()
+            except (BoardConnectionError, TimeoutError):
+                logger.debug("module %s could not be cleared on the board", getattr(module, "name", module))
+        p.c._write_to_file()
 
 
 class _null:
@@ -189,6 +258,7 @@ def open_sessions() -> list[Session]:
 
 
 def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh: bool = _UNSET,
+            connect_timeout: float | None = None, io_timeout: float | None = None,
             **pyrpl_kwargs: Any) -> Session:
     """Open (or join) the session of the board at ``hostname:port``.
 
@@ -205,6 +275,13 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
         starts the monitor server, as upstream does. False: connect straight
         to a monitor server that already runs (our simulator, or a board whose
         server you started), skipping SSH and the upload.
+    connect_timeout, io_timeout
+        Seconds a connect may take (default 3, ``$RPL_NOQT_CONNECT_TIMEOUT``)
+        and the deadline of one register request, its reconnects included
+        (default 2, ``$RPL_NOQT_IO_TIMEOUT``). Past them a call raises
+        :class:`~rpl_noqt.errors.BoardConnectionError` (a
+        :class:`~rpl_noqt.errors.BoardTimeoutError` when the board did not
+        answer in time). See :class:`~rpl_noqt.board.policy.LinkPolicy`.
     **pyrpl_kwargs
         Further ``Pyrpl``/``RedPitaya`` settings (user, password, sshport, ...).
 
@@ -226,7 +303,13 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
         raise SessionConfigError(f"ssh must be True or False, got {ssh!r}")
     if config is not _UNSET and config is not None and (not isinstance(config, str) or not config.strip()):
         raise SessionConfigError(f"config must be a config name or None, got {config!r}")
-    asked = {"config": config, "ssh": ssh, "pyrpl_kwargs": pyrpl_kwargs}
+    try:
+        policy = LinkPolicy.from_env(connect_timeout=connect_timeout, io_timeout=io_timeout)
+    except ValueError as exc:
+        raise SessionConfigError(str(exc)) from None
+    asked = {"config": config, "ssh": ssh, "pyrpl_kwargs": pyrpl_kwargs,
+             "timeouts": {k: v for k, v in (("connect_timeout", connect_timeout), ("io_timeout", io_timeout))
+                          if v is not None}}
     while True:
         with _REGISTRY_LOCK:
             session = _SESSIONS.get(key)
@@ -240,6 +323,7 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
                     "config": "" if config in (_UNSET, None) else config,
                     "ssh": True if ssh is _UNSET else ssh,
                     "pyrpl_kwargs": dict(pyrpl_kwargs),
+                    "policy": policy,
                 }
                 session = Session(key, key[0] if key[0] != "_FAKE_REDPITAYA_" else hostname.strip(), settings)
                 pending = _CONNECTING[key] = _Connecting(session)
@@ -289,6 +373,9 @@ def _check_compatible(session: Session, asked: dict[str, Any]) -> None:
             conflicts.append(f"config={session.settings['config'] or None!r} (open) vs config={asked['config']!r} (asked)")
     if asked["ssh"] is not _UNSET and asked["ssh"] != session.settings["ssh"]:
         conflicts.append(f"ssh={session.settings['ssh']!r} (open) vs ssh={asked['ssh']!r} (asked)")
+    for name, value in asked["timeouts"].items():
+        if getattr(session.policy, name) != value:
+            conflicts.append(f"{name}={getattr(session.policy, name)!r} (open) vs {name}={value!r} (asked)")
     for name, value in asked["pyrpl_kwargs"].items():
         if name in session.settings["pyrpl_kwargs"] and session.settings["pyrpl_kwargs"][name] != value:
             conflicts.append(f"{name}={session.settings['pyrpl_kwargs'][name]!r} (open) vs {name}={value!r} (asked)")

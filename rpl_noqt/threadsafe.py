@@ -8,9 +8,11 @@ modules load:
   they are read on or written to;
 * ``pyrpl.modules``: the module metaclass wraps every public method and
   property of every Module class (present and future) with the board lock;
-* ``pyrpl.redpitaya_client``: ``reads``/``writes`` of the clients take the
-  lock of their board (a client used on its own gets a private lock), and
-  refuse to run once their session is closed;
+* ``pyrpl.redpitaya_client``: ``MonitorClient`` becomes rpl-noqt's
+  :class:`~rpl_noqt.board.client.BoardClient` (deadlines, validated replies,
+  :class:`~rpl_noqt.errors.BoardConnectionError`), which takes the lock of
+  its board for every request; ``DummyClient``'s ``reads``/``writes`` take
+  it too; both refuse to run once their session is closed;
 * ``pyrpl.redpitaya``: each ``RedPitaya`` gets its own lock and its own copy
   of the connection parameters (upstream shares one module-global dict
   between all boards), and, when asked (``rpl_noqt_direct=True``, or the
@@ -39,6 +41,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import blocking
+from .board import policy as link_policy
+from .board.client import LOCK_ATTR, BoardClient, BoardClosedError
 from .locks import DeviceLock
 from .patching import PatchRecord
 
@@ -46,16 +50,12 @@ __all__ = ("BoardClosedError", "board_lock", "install")
 
 logger = logging.getLogger(__name__)
 
-LOCK_ATTR = "_rpl_noqt_lock"
+POLICY_ATTR = "_rpl_noqt_link_policy"
 DIRECT_PARAMETER = "rpl_noqt_direct"
 #: ``host:port[,host:port...]``: boards to reach directly even without the parameter
 DIRECT_ENV = "RPL_NOQT_DIRECT"
 _CONSTRUCTION_LOCK = threading.RLock()  # RedPitaya construction swaps a module global
 _CLIENT_LOCK_LOCK = threading.Lock()  # creates private locks for stray clients
-
-
-class BoardClosedError(RuntimeError):
-    """The board's session was closed; its modules can no longer be used."""
 
 
 def board_lock(obj: Any) -> DeviceLock | None:
@@ -248,12 +248,16 @@ def _locked_io(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _patch_clients(module: types.ModuleType, record: PatchRecord) -> None:
-    for cls in (module.MonitorClient, module.DummyClient):
-        for name in ("reads", "writes"):
-            func = cls.__dict__[name]
-            if not _is_locked(func):
-                record.patch_attribute(cls, name, _locked_io(func),
-                                       "one request/response at a time per board (no stream desync)")
+    if module.MonitorClient is not BoardClient:
+        record.patch_attribute(module, "MonitorClient", BoardClient,
+                               "rpl-noqt's transport: connect timeout, per-request deadline, validated replies, "
+                               "BoardConnectionError instead of None, bounded reconnects, board lock per request")
+    cls = module.DummyClient
+    for name in ("reads", "writes"):
+        func = cls.__dict__[name]
+        if not _is_locked(func):
+            record.patch_attribute(cls, name, _locked_io(func),
+                                   "one request/response at a time per board (no stream desync)")
 
 
 # -- RedPitaya ------------------------------------------------------------------------------------
@@ -343,6 +347,7 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     def __init__(self: Any, config: Any = None, **kwargs: Any) -> None:
         lock = DeviceLock(str(kwargs.get("hostname", "redpitaya")))
         self.__dict__[LOCK_ATTR] = lock
+        self.__dict__[POLICY_ATTR] = link_policy.current()
         # Upstream binds the module-global ``defaultparameters`` dict as every
         # board's ``parameters``. Each board gets a fresh copy of the defaults
         # there; only the moment until upstream has bound it is serialised
@@ -363,6 +368,9 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
             module.defaultparameters = dict(pristine)
             with lock:
                 original_init(self, config, **kwargs)
+        except BaseException:
+            _close_half_built(self)
+            raise
         finally:
             self.__dict__.pop(_RELEASE_ATTR, None)
             release()  # upstream failed before binding its parameters
@@ -381,7 +389,8 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     def attach_lock(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def start(self: Any) -> Any:
-            result = func(self)
+            with link_policy.using(self.__dict__.get(POLICY_ATTR)):
+                result = func(self)
             if self.client is not None:
                 self.client.__dict__[LOCK_ATTR] = board_lock(self)
             return result
@@ -390,7 +399,7 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
 
     for name in ("startclient", "startdummyclient"):
         record.patch_attribute(cls, name, attach_lock(cls.__dict__[name]),
-                               "the client shares its board's lock")
+                               "the client shares its board's lock and is built with its board's link policy")
 
     def direct_or(name: str, direct_impl: Callable[..., Any]) -> None:
         upstream = cls.__dict__[name]
@@ -430,6 +439,18 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     direct_or("restartserver", no_server_start)
     direct_or("_update_fpga", no_fpga_upload)
     direct_or("installserver", no_server_install)
+
+
+def _close_half_built(rp: Any) -> None:
+    """A RedPitaya whose construction failed must not keep its socket (the next connect would queue behind it)."""
+    client = rp.__dict__.get("client")
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception:
+        logger.debug("closing the client of a failed RedPitaya construction failed", exc_info=True)
+    rp.__dict__["client"] = None
 
 
 def _patch_memory_writes(module: types.ModuleType, record: PatchRecord) -> None:

@@ -52,6 +52,8 @@ class FpgaModel:
         self.lock = threading.RLock()
         self.clock = clock if clock is not None else Clock()
         self._seed = seed
+        #: model time at which the FPGA was last reloaded: its cycle counter counts from there
+        self.loaded_at = 0.0
         self._build()
 
     def _build(self) -> None:
@@ -243,7 +245,12 @@ class FpgaModel:
             ctx = EvalContext(self.rng)
             return float(self.bus.signal(_SLOTS[name], np.array([self.clock.now()]), ctx)[0])
 
+    def cycles(self, t: float | None = None) -> int:
+        """The FPGA's 64-bit cycle counter at model time ``t`` (default: now), counted from its load."""
+        return self.clock.cycles((self.clock.now() if t is None else t) - self.loaded_at)
+
     def reset(self) -> None:
-        """Power-cycle the FPGA: every register back to its reset value."""
+        """Power-cycle (reload) the FPGA: every register back to its reset value, the cycle counter to 0."""
         with self.lock:
             self._build()
+            self.loaded_at = self.clock.now()

@@ -235,7 +235,7 @@ class Scope:
     def _trigger_at(self, k: int, t: float) -> None:
         self.k_trig = k
         self.t_trig = t
-        self.ts_trig = self.model.clock.cycles(t)
+        self.ts_trig = self.model.cycles(t)
         self.wp_trig = (self.wp0 + k) % N
         self.k_stop = None if self.we_keep else k + self.set_dly
         for asg in self.model.asg:
@@ -293,7 +293,7 @@ class Scope:
             if rst:
                 self.armed = False
                 self.wp = self.wp_cur = self.wp_trig = 0
-                self.ts_trig = self.model.clock.cycles(now)
+                self.ts_trig = self.model.cycles(now)
                 self.trig_src = 0
                 self.we_cnt = 0
                 self.k_trig = None
@@ -347,7 +347,7 @@ class Scope:
             v = self.model.bus.input_of(8 + (offset - 0x154) // 4, np.array([now]), ctx)
             return int(volts_to_code(v)[0])
         if offset in (0x15C, 0x160):
-            c = self.model.clock.cycles(now)
+            c = self.model.cycles(now)
             return c & 0xFFFFFFFF if offset == 0x15C else c >> 32
         regs = {
             0x8: self.threshold, 0x10: self.set_dly, 0x14: self.set_dec, 0x18: self.wp_cur,

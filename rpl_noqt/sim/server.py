@@ -1,7 +1,7 @@
 """The simulated monitor_server: a TCP server with one thread per connection.
 
 The server speaks exactly the protocol of ``monitor_server.c`` (see
-:mod:`rpl_noqt.sim.protocol`) on top of :class:`~rpl_noqt.sim.fpga.FpgaModel`.
+:mod:`rpl_noqt.board.wire`) on top of :class:`~rpl_noqt.sim.fpga.FpgaModel`.
 An accept thread named ``rpl-sim-<port>`` hands each connection to a thread of
 its own that blocks in ``recv``, like the C server's loop: 1.4 to 4 times
 faster per round trip than an asyncio transport on this VM, and independent
@@ -47,7 +47,7 @@ import numpy as np
 
 from .faults import Faults
 from .fpga import FpgaModel
-from .protocol import CLOSE, HEADER_SIZE, READ, WRITE, parse_header
+from ..board.wire import CLOSE, HEADER_SIZE, READ, WRITE, parse_header
 
 log = logging.getLogger(__name__)
 

@@ -46,9 +46,9 @@ class Trig(DspBlock):
         if offset in (0x100, 0x164, 0x168, 0x10C) or offset == 0x110:
             self.update(now)
         if offset == 0x15C:
-            return self.model.clock.cycles(now) & 0xFFFFFFFF
+            return self.model.cycles(now) & 0xFFFFFFFF
         if offset == 0x160:
-            return self.model.clock.cycles(now) >> 32
+            return self.model.cycles(now) >> 32
         regs = {
             0x100: int(self.armed), 0x104: self.flags, 0x108: self.source, 0x10C: self.output_select,
             0x110: self.phase_offset, 0x118: self.threshold, 0x11C: self.hysteresis, 0x120: self.filter,
@@ -120,7 +120,7 @@ class Trig(DspBlock):
                 return
 
     def _fire(self, t: float) -> None:
-        self.timestamp = self.model.clock.cycles(t)
+        self.timestamp = self.model.cycles(t)
         pointer = self.model.asg[0].table_index(t)
         phase = (pointer + self.phase_offset) & 0x3FFF
         if self.flags & 2 and phase & 0x2000:

@@ -37,7 +37,7 @@ def sim():
 
 @pytest.fixture
 def client(sim, pyrpl_lib):
-    """PyRPL's real MonitorClient connected to the simulator."""
+    """The client PyRPL uses (rpl-noqt's BoardClient in place of MonitorClient) on the simulator."""
     from pyrpl.redpitaya_client import MonitorClient
 
     c = MonitorClient("127.0.0.1", sim.port, restartserver=None)

@@ -10,7 +10,7 @@ import pytest
 
 from rpl_noqt.sim import ClientPolicy, Faults, Simulator
 from rpl_noqt.sim import cli as sim_cli
-from rpl_noqt.sim.protocol import build_header, parse_header
+from rpl_noqt.board.wire import build_header, parse_header
 
 ASG0_FREQ = 0x40200010
 PID0_SETPOINT = 0x40300104
@@ -195,8 +195,13 @@ def test_faults_validation():
 
 
 def test_struct_layout_matches_monitor_client(pyrpl_lib):
-    # the header pyrpl builds by hand must parse to what it means
-    from pyrpl.redpitaya_client import MonitorClient
+    # the header upstream's client builds by hand must parse to what it means
+    # (rpl-noqt replaces that client at activation: take the original)
+    import rpl_noqt
+    from pyrpl import redpitaya_client
+
+    MonitorClient = rpl_noqt.patch_record().get_original(redpitaya_client, "MonitorClient")
+    assert MonitorClient is not redpitaya_client.MonitorClient
 
     sent = []
 

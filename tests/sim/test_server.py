@@ -130,11 +130,13 @@ def test_drop_after_n_requests(sim, raw):
 
 def test_garbled_header_is_detected_by_pyrpl_client(sim, client, caplog):
     sim.faults.garble = 1
-    with caplog.at_level(logging.ERROR, logger="pyrpl.redpitaya_client"):
-        # MonitorClient sees the wrong echo, empties the socket (1 s timeout) and retries
+    connections = sim.connections
+    with caplog.at_level(logging.WARNING, logger="rpl_noqt.board.client"):
+        # the client sees the wrong echo, drops the out-of-step stream, reconnects and retries
         value = client.reads(HK_ID, 1)
-    assert "Wrong control sequence" in caplog.text
+    assert "does not echo the request" in caplog.text
     assert value is not None and list(value) == [1]
+    assert sim.connections == connections + 1
 
 
 def test_garbled_header_on_raw_socket(sim, raw):
