@@ -277,22 +277,27 @@ class BoardClient:
     # -- connecting ----------------------------------------------------------------------------
     def _reconnect(self, operation: str, deadline: float, *, address: int | None = None,
                    timeout_cls: type[BoardConnectionError] = BoardTimeoutError) -> None:
-        """Connect within ``deadline``, attempts spaced by the policy's backoff; raise if it passes."""
+        """Connect within ``deadline``: the first attempt at once, the next ones spaced by the backoff.
+
+        Each request makes its own attempts, so a board that is back is found
+        by the next call; a request's attempts are bounded by its deadline
+        (about six in two seconds), and requests are serialised by the board
+        lock, so an outage never turns into a storm of reconnects.
+        """
         episode = self.episode
-        last_error = "no attempt could be made"
         if self._closing and episode.active:
             raise timeout_cls(self.board, operation, "the link is down and the session is closing", address=address)
+        last_error = "no attempt could be made"
+        attempt, next_at = 0, time.monotonic()
         while True:
             now = time.monotonic()
-            start_at = max(now, episode.next_attempt_at) if episode.active else now
-            if start_at >= deadline:
+            if next_at >= deadline:
                 episode.request_failed()
                 down = f"link down for {now - episode.since:.1f} s; " if episode.since is not None else ""
                 raise timeout_cls(self.board, operation, f"{down}{last_error}", address=address)
-            if start_at > now:
-                time.sleep(start_at - now)  # holds the board: everyone waits for the link anyway
-            if episode.active:
-                episode.attempted()
+            if next_at > now:
+                time.sleep(next_at - now)  # holds the board: everyone waits for the link anyway
+            episode.attempted()
             try:
                 self._open(deadline)
                 self._check_fpga(deadline)
@@ -303,6 +308,8 @@ class BoardClient:
                 episode.failure(last_error)
                 if isinstance(exc, ConnectionRefusedError):
                     self._restart_server_once()
+            attempt += 1
+            next_at = time.monotonic() + self.policy.backoff(attempt)
 
     def _open(self, deadline: float) -> None:
         timeout = max(0.001, deadline - time.monotonic())

@@ -1,8 +1,7 @@
 """One outage of a board link, from the first failure to the first success.
 
 The client reports every failure and every reconnect attempt here; the
-episode decides when the next attempt is due (the policy's backoff) and what
-reaches the log: at most ``policy.log_lines`` lines per outage, the last of
+episode decides what reaches the log: at most ``policy.log_lines`` lines per outage, the last of
 them saying that the rest is suppressed, then one line when the link is
 back. A 10 s outage logs a handful of lines, not thousands.
 """
@@ -27,7 +26,6 @@ class FaultEpisode:
         self.since: float | None = None  # monotonic time of the first failure; None: link up
         self.attempts = 0  # reconnect attempts in this outage
         self.failed_requests = 0
-        self.next_attempt_at = 0.0
         self.server_restarted = False
         self._lines = 0
 
@@ -40,16 +38,14 @@ class FaultEpisode:
         now = time.monotonic()
         if self.since is None:
             self.since = now
-            self.next_attempt_at = now  # the first reconnect is immediate
             self.log(logging.WARNING, "board %s: %s; retrying", self.board, what)
         else:
             self.log(logging.WARNING, "link to board %s still down after %.1f s: %s",
                      self.board, now - self.since, what)
 
     def attempted(self) -> None:
-        """A reconnect attempt was made: schedule the next one."""
+        """A reconnect attempt is being made."""
         self.attempts += 1
-        self.next_attempt_at = time.monotonic() + self.policy.backoff(self.attempts)
 
     def request_failed(self) -> None:
         self.failed_requests += 1
