@@ -100,7 +100,6 @@ def run_demo(host: str, port: int, frequency: float, amplitude: float, setpoint:
     from .analysis import fit_sine
 
     result = DemoResult(frequency, amplitude, setpoint)
-    deadline = time.monotonic() + seconds
     with rpl_noqt.connect(host, port, ssh=False) as session:
         rp = session.rp
         periods = 20
@@ -110,9 +109,12 @@ def run_demo(host: str, port: int, frequency: float, amplitude: float, setpoint:
                        trigger_source="immediately", average=True)
         # PyRPL's PID error is (input - setpoint): a +1 cable needs a negative gain
         rp.pid0.setup(input="in2", output_direct="out2", setpoint=setpoint, p=0.0, i=-1000.0, ival=0.0)
+        # the clock starts once the board is set up, and each thread does its work at least
+        # once, however slow the machine: the demo measures the board, not the machine
+        deadline = time.monotonic() + seconds
 
         def asg_to_scope() -> None:
-            while time.monotonic() < deadline:
+            while not result.scope_fits or time.monotonic() < deadline:
                 curves = rp.scope.single(timeout=10)
                 times = rp.scope.times
                 result.scope_fits.append(fit_sine(times, curves[0]))
@@ -120,12 +122,12 @@ def run_demo(host: str, port: int, frequency: float, amplitude: float, setpoint:
 
         def pid_lock() -> None:
             start = time.monotonic()
-            while time.monotonic() < deadline:
+            while not result.pid_trace or time.monotonic() < deadline:
                 result.pid_trace.append((time.monotonic() - start, float(rp.sampler.in2)))
                 time.sleep(0.01)
 
         def monitor() -> None:
-            while time.monotonic() < deadline:
+            while not result.sampler_reads or time.monotonic() < deadline:
                 float(rp.sampler.out1), float(rp.sampler.pid0)
                 result.sampler_reads += 2
 

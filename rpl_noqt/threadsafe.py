@@ -35,6 +35,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import threading
 import types
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from typing import Any
 from . import blocking
 from .board import policy as link_policy
 from .board.client import LOCK_ATTR, BoardClient, BoardClosedError
+from .errors import BoardConnectionError
 from .locks import DeviceLock
 from .patching import PatchRecord
 
@@ -433,12 +435,60 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     def no_server_install(self: Any) -> None:
         """no server installation; the monitor server already runs"""
 
+    _translate_ssh_failures(cls, record)
     direct_or("start_ssh", no_ssh)
     direct_or("get_os_version", no_os_version)
     direct_or("startserver", no_server_start)
     direct_or("restartserver", no_server_start)
     direct_or("_update_fpga", no_fpga_upload)
     direct_or("installserver", no_server_install)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes and with its white space folded (for status bars and logs)."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def _translate_ssh_failures(cls: type, record: PatchRecord) -> None:
+    """PyRPL's failed SSH login (after its own retries) becomes a BoardConnectionError, in plain text."""
+    upstream = cls.__dict__["start_ssh"]
+    if _is_locked(upstream):
+        return
+
+    @functools.wraps(upstream)
+    def start_ssh(self: Any, attempt: int = 0) -> Any:
+        try:
+            return upstream(self, attempt)
+        except BoardConnectionError:
+            raise
+        except Exception as exc:
+            if attempt or type(exc).__name__ != "ExpectedPyrplError" and not isinstance(exc, OSError):
+                raise
+            parameters = self.parameters
+            raise BoardConnectionError(
+                f"{parameters.get('hostname')}:{parameters.get('port')}", "SSH login",
+                f"no SSH session to {parameters.get('user')}@{parameters.get('hostname')} port "
+                f"{parameters.get('sshport')} after PyRPL's attempts: {_root_cause(exc)}") from exc
+
+    record.patch_attribute(cls, "start_ssh", _mark(start_ssh, upstream),
+                           "a failed SSH login raises BoardConnectionError (no colour codes), not ExpectedPyrplError")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first error in the chain that is not PyRPL's wrapper, as plain text."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    found = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__name__ != "ExpectedPyrplError":
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+    text = plain_text(str(getattr(found, "message", found)))
+    return f"{type(found).__name__}: {text}" if found is not exc or not text else text
 
 
 def _close_half_built(rp: Any) -> None:

@@ -446,3 +446,14 @@ def test_long_reads_and_writes_round_trip(link):
     back = client.reads(0x40210000, 16384)
     assert back.dtype == np.uint32 and back.shape == (16384,)
     assert np.array_equal(back, data)
+
+
+def test_ssh_login_to_an_unreachable_host_is_a_plain_board_connection_error():
+    with full_accept_queue() as port:
+        _, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", 2222, ssh=True, sshport=port, timeout=0.25,
+                                                      user="root", password="root"))
+    assert isinstance(exc, BoardConnectionError), repr(exc)
+    assert exc.operation == "SSH login" and f"port {port}" in str(exc)
+    assert "\x1b[" not in str(exc) and "\n" not in str(exc)
+    assert took < 4 * 0.25 + 3 * SLACK  # PyRPL's four SSH attempts, each with its timeout
+    assert not rpl_noqt.session.open_sessions()

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..board.policy import IO_TIMEOUT_ENV
 from .constants import LOG_ENV
 from .results import FileResult, results_from_log
 
@@ -143,6 +144,10 @@ def _terminate(proc: subprocess.Popen[str], grace: float) -> None:
 
 
 # -- one file -------------------------------------------------------------------------------------
+#: I/O deadline of PyRPL's board client against the simulator (see _environment)
+SIMULATOR_IO_TIMEOUT_S = 10.0
+
+
 def _environment(options: RunOptions, user_dir: Path, log_path: Path, sim: _SimProcess | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("REDPITAYA_") and k not in ("RPL_NOQT_DISABLE", "RPL_NOQT_DIRECT", "DISPLAY")}
@@ -162,6 +167,10 @@ def _environment(options: RunOptions, user_dir: Path, log_path: Path, sim: _SimP
             RPL_NOQT_DIRECT=f"{sim.host}:{sim.port}",
             REDPITAYA_GUI="",  # bool("") is False; bool("False") would be True upstream
         )
+        # The simulator shares this machine with the tests (two cores): under load one of its
+        # heavier accesses (IQ, a scope buffer) can take longer than a board's 2 s deadline.
+        # The per-test timeout bounds a stuck test; a user-set value is kept.
+        env.setdefault(IO_TIMEOUT_ENV, str(SIMULATOR_IO_TIMEOUT_S))
     else:
         env.update(RPL_NOQT_DISABLE="1", REDPITAYA_HOSTNAME="_FAKE_REDPITAYA_")
     return env
