@@ -1,8 +1,9 @@
 """Cold ``import pyrpl`` + ``Pyrpl(...)`` construction: rpl_noqt vs upstream with PyQt5.
 
-Each sample is a fresh interpreter (subprocess); the two variants alternate so
-machine load hits both alike; medians are compared.
-Run: python bench/bench_import.py [--runs N]   (target: rpl_noqt <= 0.5x upstream)
+Each sample is a fresh interpreter (subprocess); the two variants alternate
+(rounds, order rotating) so machine load hits both alike; the ratio is the
+median of the per-round ratios, with its spread.
+Run: python bench/bench_import.py [--runs N]   (goal: rpl_noqt <= 0.5x upstream)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from _util import median, table
+from _util import Ratio, goal, interleave, median, table
 
 BODY = """
 import time, json
@@ -41,19 +42,13 @@ def sample(activate: str, extra_env: dict[str, str], user_dir: str) -> dict[str,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(runs: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+def measure(runs: int) -> dict[str, list[dict[str, float]]]:
+    """{variant: [sample per round]}; the variants alternate, one fresh interpreter each per round."""
     with tempfile.TemporaryDirectory() as user_dir:
         for name, (activate, env) in VARIANTS.items():  # warm the file cache once
             sample(activate, env, user_dir)
-        for _ in range(runs):
-            for name, (activate, env) in VARIANTS.items():
-                samples[name].append(sample(activate, env, user_dir))
-    return {
-        name: {key: median([s[key] for s in values]) for key in ("import", "construct")}
-        | {"total": median([s["import"] + s["construct"] for s in values])}
-        for name, values in samples.items()
-    }
+        return interleave({name: (lambda a=activate, e=env: sample(a, e, user_dir))
+                           for name, (activate, env) in VARIANTS.items()}, runs, warmup=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,15 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args(argv)
     result = measure(args.runs)
-    upstream = result["upstream + PyQt5 (offscreen)"]["total"]
+    totals = {name: [s["import"] + s["construct"] for s in samples] for name, samples in result.items()}
+    upstream = "upstream + PyQt5 (offscreen)"
     rows = []
-    for name, r in result.items():
-        rows.append((name, f"{r['total'] * 1e3:.0f} ms",
-                     f"import {r['import'] * 1e3:.0f} ms + construct {r['construct'] * 1e3:.1f} ms; "
-                     f"{r['total'] / upstream:.2f}x upstream"))
-    table(f"cold import pyrpl + Pyrpl(...) (median of {args.runs} fresh interpreters)", rows)
-    ratio = result["rpl_noqt (no Qt)"]["total"] / upstream
-    print(f"  target: rpl_noqt <= 0.5x upstream -> {'MET' if ratio <= 0.5 else 'MISSED'} ({ratio:.2f}x)")
+    for name, samples in result.items():
+        imp, con = median([s["import"] for s in samples]), median([s["construct"] for s in samples])
+        note = f"import {imp * 1e3:.0f} ms + construct {con * 1e3:.1f} ms"
+        if name != upstream:
+            note += f"; /upstream {Ratio.of(totals[name], totals[upstream])}"
+        rows.append((name, f"{median(totals[name]) * 1e3:.0f} ms", note))
+    table(f"cold import pyrpl + Pyrpl(...) (medians of {args.runs} fresh interpreters per variant, alternating)",
+          rows)
+    goal("rpl_noqt / upstream (import + construct)", Ratio.of(totals["rpl_noqt (no Qt)"], totals[upstream]), 0.5)
     return 0
 
 

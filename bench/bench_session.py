@@ -3,23 +3,27 @@
 Against the simulator on loopback, measured in the same run:
 1. per-register read cost: raw upstream MonitorClient (unpatched functions)
    vs the session's client (lock taken) vs a module register read
-   (target: session <= 1.05x raw);
+   (goal: session <= 1.05x raw);
 2. aggregate register reads/s of 8 threads vs 1 thread on one board
-   (target: >= 0.9x);
+   (goal: >= 0.9x);
 3. the comparison that motivates the lock: 4 threads sharing one *unpatched*
    upstream MonitorClient desynchronise the stream (counted, not asserted).
 
-Run: python bench/bench_session.py
+1 and 2 interleave their variants in rounds and report the median of the
+per-round ratios with its spread.
+
+Run: python bench/bench_session.py [--rounds N]
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import threading
 import time
 
-from _util import median, table
+from _util import Ratio, goal, interleave, median, per_call_ns, table
 
 import rpl_noqt
 
@@ -41,14 +45,8 @@ class _Count(logging.Handler):
             self.retries += 1
 
 
-def _per_read_us(read, n: int = READS, rounds: int = 5) -> float:
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            read()
-        samples.append((time.perf_counter() - start) / n * 1e6)
-    return median(samples)
+def _per_read_us(read, n: int = READS // 3) -> float:
+    return per_call_ns(read, number=n) / 1e3
 
 
 def _aggregate(read, threads: int, total: int) -> float:
@@ -70,7 +68,10 @@ def _aggregate(read, threads: int, total: int) -> float:
     return per_thread * threads / (time.perf_counter() - start)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args(argv)
     from rpl_noqt.sim import Simulator
 
     rpl_noqt.activate()
@@ -86,31 +87,34 @@ def main() -> int:
         try:
             client = session.rp.client
             asg0 = session.rp.asg0
-            # alternate to share machine drift fairly
-            raw_us, session_us, module_us, attr_us = [], [], [], []
-            for _ in range(3):
-                raw_us.append(_per_read_us(lambda: raw_reads(raw, ADDR, 1)))
-                session_us.append(_per_read_us(lambda: client.reads(ADDR, 1)))
-                module_us.append(_per_read_us(lambda: asg0._read(0x10)))
-                attr_us.append(_per_read_us(lambda: asg0.frequency, n=READS // 3))
-            r_raw, r_session, r_module, r_attr = map(median, (raw_us, session_us, module_us, attr_us))
-            table("per register read on the simulator (us; median)", [
-                ("raw upstream MonitorClient", f"{r_raw:.1f} us", "1.00x"),
-                ("session client (board lock)", f"{r_session:.1f} us", f"{r_session / r_raw:.3f}x raw"),
-                ("module register read (_read)", f"{r_module:.1f} us", f"{r_module / r_raw:.3f}x raw"),
-                ("attribute get (asg0.frequency)", f"{r_attr:.1f} us", f"{r_attr / r_raw:.3f}x raw (one read + conversion)"),
+            variants = {
+                "raw": lambda: _per_read_us(lambda: raw_reads(raw, ADDR, 1)),
+                "session": lambda: _per_read_us(lambda: client.reads(ADDR, 1)),
+                "module": lambda: _per_read_us(lambda: asg0._read(0x10)),
+                "attr": lambda: _per_read_us(lambda: asg0.frequency, n=READS // 3),
+            }
+            us = interleave(variants, args.rounds)
+            r = {k: median(v) for k, v in us.items()}
+            ratio = {k: Ratio.of(us[k], us["raw"]) for k in us}
+            table("per register read on the simulator (us; medians, variants interleaved)", [
+                ("raw upstream MonitorClient", f"{r['raw']:.1f} us", "reference"),
+                ("session client (board lock)", f"{r['session']:.1f} us", f"/raw {ratio['session']}"),
+                ("module register read (_read)", f"{r['module']:.1f} us", f"/raw {ratio['module']}"),
+                ("attribute get (asg0.frequency)", f"{r['attr']:.1f} us",
+                 f"/raw {ratio['attr']} (one read + conversion)"),
             ])
-            ratio = r_session / r_raw
-            print(f"  target: session <= 1.05x raw -> {'MET' if ratio <= 1.05 else 'MISSED'} ({ratio:.3f}x)")
+            goal("session client / raw MonitorClient", ratio["session"], 1.05)
 
             total = 8000
-            one = median([_aggregate(lambda: asg0._read(0x10), 1, total) for _ in range(3)])
-            eight = median([_aggregate(lambda: asg0._read(0x10), 8, total) for _ in range(3)])
-            table("aggregate register reads/s on one board", [
-                ("1 thread", f"{one:.0f} /s", ""),
-                ("8 threads", f"{eight:.0f} /s", f"{eight / one:.2f}x of 1 thread"),
+            rates = interleave({"1 thread": lambda: _aggregate(lambda: asg0._read(0x10), 1, total),
+                                "8 threads": lambda: _aggregate(lambda: asg0._read(0x10), 8, total)},
+                               args.rounds)
+            scaling = Ratio.of(rates["8 threads"], rates["1 thread"])
+            table("aggregate register reads/s on one board (medians, interleaved)", [
+                ("1 thread", f"{median(rates['1 thread']):.0f} /s", "reference"),
+                ("8 threads", f"{median(rates['8 threads']):.0f} /s", f"/1 thread {scaling}"),
             ])
-            print(f"  target: 8 threads >= 0.9x 1 thread -> {'MET' if eight / one >= 0.9 else 'MISSED'} ({eight / one:.2f}x)")
+            goal("8 threads / 1 thread aggregate reads/s", scaling, 0.9, at_most=False)
         finally:
             raw.close()
             session.close()

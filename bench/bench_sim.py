@@ -1,6 +1,6 @@
 """Benchmark the simulated Red Pitaya against a minimal echo server.
 
-Run: ``python bench/bench_sim.py [--seconds 2]``.
+Run: ``python bench/bench_sim.py [--seconds 0.3] [--rounds 7]``.
 
 Both servers run in a thread of this process on 127.0.0.1 and speak the
 monitor_server framing; the echo server answers every request with zeros and
@@ -11,6 +11,9 @@ minus its logging) measures:
 * register round trips per second (one 1-word read per round trip),
 * scope curves per second (arm, software trigger, read the trigger pointer,
   read 2 x 16384 words: what ``scope.single()`` costs on the wire).
+
+Echo and simulator samples alternate in rounds; the ratio is the median of
+the per-round ratios, with its spread.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _util import Ratio, interleave, median, table  # noqa: E402
 
 from rpl_noqt.sim import Simulator  # noqa: E402
 
@@ -172,23 +177,18 @@ def scope_curves(port: int, seconds: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=0.3, help="duration of each sample")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    results: dict[str, dict[str, float]] = {}
-    with EchoServer() as echo:
-        results["echo"] = {
-            "register round trips/s": register_round_trips(echo.port, args.seconds),
-            "scope curves/s": scope_curves(echo.port, args.seconds),
-        }
-    with Simulator(seed=0) as sim:
-        results["simulator"] = {
-            "register round trips/s": register_round_trips(sim.port, args.seconds),
-            "scope curves/s": scope_curves(sim.port, args.seconds),
-        }
-    print(f"{'metric':<26}{'simulator':>12}{'echo':>12}{'sim/echo':>10}")
-    for metric in results["echo"]:
-        s, e = results["simulator"][metric], results["echo"][metric]
-        print(f"{metric:<26}{s:>12.0f}{e:>12.0f}{s / e:>10.2f}")
+    rows = []
+    with EchoServer() as echo, Simulator(seed=0) as sim:
+        for metric, func in (("register round trips/s", register_round_trips), ("scope curves/s", scope_curves)):
+            rates = interleave({"echo": lambda f=func: f(echo.port, args.seconds),
+                                "simulator": lambda f=func: f(sim.port, args.seconds)}, args.rounds)
+            ratio = Ratio.of(rates["simulator"], rates["echo"])
+            rows.append((f"{metric}: simulator", f"{median(rates['simulator']):.0f}",
+                         f"echo {median(rates['echo']):.0f}; sim/echo {ratio}"))
+    table("simulator vs echo server (same transport; medians, interleaved)", rows)
     return 0
 
 

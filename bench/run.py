@@ -1,6 +1,8 @@
 """Run every benchmark; each prints its numbers beside a reference measured in the same run.
 
-Run: python bench/run.py   (about 2 minutes)
+Compared variants are interleaved in rounds and every ratio is the median of
+the per-round ratios with its spread (IQR, range); goals print MET or MISSED.
+Loopback only. Run: python bench/run.py   (about 3 minutes on an idle machine)
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["bench_signals.py", "bench_import.py", "bench_session.py", "bench_sim.py"]
+BENCHES = ["bench_signals.py", "bench_memory.py", "bench_import.py", "bench_session.py", "bench_sim.py",
+           "bench_curves.py"]
 
 
 def main() -> int:

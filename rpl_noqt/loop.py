@@ -20,8 +20,11 @@ coroutine): importing PyRPL stays as cheap as it can be.
 from __future__ import annotations
 
 import atexit
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ __all__ = (
     "in_loop_thread",
     "is_running",
     "run_coroutine",
+    "schedule",
     "shutdown",
 )
 
@@ -65,6 +69,7 @@ class _BackgroundLoop:
         self._box: dict[str, Any] = {}
         self._pending: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self._atexit_registered = False
+        self.timers = _Timers(self)
 
     # -- start ---------------------------------------------------------------
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -113,6 +118,7 @@ class _BackgroundLoop:
                         self._loop = loop
                     for callback, args in pending:
                         loop.call_soon(callback, *args)
+                    loop.call_soon(self.timers.rearm)  # deadlines queued before a restart
                     ready.set()
                     await portal.sleep_until_stopped()
 
@@ -207,6 +213,68 @@ class _BackgroundLoop:
             logger.debug("event loop stopped")
 
 
+class _Timers:
+    """Deadlines (``time.monotonic()``) served on the loop by a single asyncio handle.
+
+    :meth:`schedule` is cheap from any thread: it pushes onto a heap and wakes
+    the loop only when the new deadline is earlier than the time the loop will
+    wake anyway (its armed handle, or a wake-up already on its way). Timers
+    that are (re)started often therefore cost the caller no cross-thread call
+    and the loop no extra wake-up. Callbacks run on the loop thread, in
+    deadline order; an exception is logged and the others still run.
+    """
+
+    def __init__(self, owner: _BackgroundLoop) -> None:
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._heap: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
+        self._seq = itertools.count()  # ties run in scheduling order
+        # the loop wakes by _wake_at (its armed handle, or a rearm on its way to it);
+        # only valid while _wake_loop is the running loop
+        self._wake_at: float | None = None
+        self._wake_loop: Any = None
+        self._handle: Any = None  # loop thread only
+
+    def schedule(self, deadline: float, callback: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (deadline, next(self._seq), callback, args))
+            loop = self._owner._loop
+            wake_at = self._wake_at
+            if loop is not None and self._wake_loop is loop and wake_at is not None and wake_at <= deadline:
+                return  # the loop wakes before this is due and will arm for it
+            self._wake_at, self._wake_loop = deadline, loop
+        self._owner.call_soon_threadsafe(self.rearm)
+
+    def rearm(self) -> None:
+        """On the loop: arm the handle for the earliest deadline."""
+        loop = self._owner._loop
+        if loop is None:  # stopping: the next loop re-arms when it starts
+            return
+        with self._lock:
+            deadline = self._heap[0][0] if self._heap else None
+            self._wake_at, self._wake_loop = deadline, loop
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        if deadline is not None:
+            self._handle = loop.call_at(loop.time() + (deadline - time.monotonic()), self._run_due)
+
+    def _run_due(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                due.append(heapq.heappop(heap))
+        for _deadline, _seq, callback, args in due:
+            try:
+                callback(*args)
+            except Exception:
+                logger.exception("timer callback %r raised", callback)
+        self.rearm()
+
+
 _LOOP = _BackgroundLoop()
 
 
@@ -218,6 +286,15 @@ def get_loop() -> asyncio.AbstractEventLoop:
 def call_soon_threadsafe(callback: Callable[..., object], *args: Any) -> None:
     """Queue ``callback(*args)`` for the loop thread (starting it if needed) without waiting."""
     _LOOP.call_soon_threadsafe(callback, *args)
+
+
+def schedule(deadline: float, callback: Callable[..., object], *args: Any) -> None:
+    """Run ``callback(*args)`` on the loop thread at ``deadline`` (``time.monotonic()``).
+
+    Cheap from any thread: the loop is woken only if it would otherwise sleep
+    past ``deadline``. Not cancellable: a callback checks whether it is still wanted.
+    """
+    _LOOP.timers.schedule(deadline, callback, *args)
 
 
 def is_running() -> bool:

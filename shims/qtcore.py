@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
+_monotonic = time.monotonic
 
 # Qt-compatible aliases used by qtpy-based code
 pyqtSignal = Signal
@@ -114,6 +116,13 @@ class QTimer(QObject):
     which broke PyRPL on Python 3.13). The loop holds the timer weakly, so a
     timer nobody references stops, as a parentless QTimer does when deleted.
     ``timeout`` slots run on the loop thread.
+
+    Starting, restarting and stopping are cheap from any thread: the timer
+    keeps its deadline itself and the loop checks it when the timer's entry in
+    :func:`rpl_noqt.loop.schedule` comes due. A restart that moves the deadline
+    later (what a config save or a watchdog does on every change) leaves that
+    entry in place, and the loop moves it on to the new deadline when it comes
+    up; only a deadline earlier than the loop's next wake-up costs a cross-thread call.
     """
 
     timeout = Signal()
@@ -124,9 +133,9 @@ class QTimer(QObject):
         self._interval_ms: float = 0
         self._single_shot = False
         self._active = False
-        self._generation = 0
-        self._deadline: float | None = None
-        self._handle: Any = None
+        self._deadline: float | None = None  # time.monotonic() of the next timeout while active
+        self._queued_at: float | None = None  # an entry for this timer is due on the loop then
+        self._ref = weakref.ref(self)
 
     # -- configuration ----------------------------------------------------------
     def setInterval(self, msec: float) -> None:  # noqa: N802
@@ -149,36 +158,31 @@ class QTimer(QObject):
 
     def remainingTime(self) -> int:  # noqa: N802
         """Milliseconds until the next timeout, -1 if inactive."""
-        if not self._active:
-            return -1
         deadline = self._deadline
-        if deadline is None:
-            return int(self._interval_ms)
-        return max(0, int((deadline - _loop.get_loop().time()) * 1000))
+        if not self._active or deadline is None:
+            return -1
+        return max(0, int((deadline - _monotonic()) * 1000))
 
     # -- control ------------------------------------------------------------------
     def start(self, msec: float | None = None) -> None:
         """(Re)start the timer, optionally with a new interval in ms."""
         if msec is not None:
             self._interval_ms = _check_interval(msec)
+        deadline = _monotonic() + self._interval_ms / 1000.0
         with self._lock:
-            self._generation += 1
-            generation = self._generation
             self._active = True
-            self._deadline = None
-            old_handle, self._handle = self._handle, None
-        _loop.call_soon_threadsafe(_arm, weakref.ref(self), generation, old_handle)
+            self._deadline = deadline
+            queued = self._queued_at
+            if queued is not None and queued <= deadline:
+                return  # the loop looks at this timer by then and moves it on to the new deadline
+            self._queued_at = deadline
+        _loop.schedule(deadline, _due, self._ref, deadline)
 
     def stop(self) -> None:
+        """Stop; an entry still queued on the loop finds the timer inactive and does nothing."""
         with self._lock:
-            if not self._active:
-                return
-            self._generation += 1
             self._active = False
             self._deadline = None
-            handle, self._handle = self._handle, None
-        if handle is not None:
-            _loop.call_soon_threadsafe(handle.cancel)
 
     @staticmethod
     def singleShot(msec: float, callback: Callable[[], object]) -> None:  # noqa: N802
@@ -186,52 +190,44 @@ class QTimer(QObject):
         delay = _check_interval(msec) / 1000.0
         if not callable(callback):
             raise TypeError(f"QTimer.singleShot needs a callable, got {callback!r}")
-        _loop.call_soon_threadsafe(_call_later, delay, callback)
+        _loop.schedule(_monotonic() + delay, _run_guarded, callback)
 
     # -- loop side ------------------------------------------------------------
-    def _schedule(self, generation: int) -> None:
-        """On the loop: arm the next timeout (drift-free for periodic timers)."""
-        loop = _loop.get_loop()
-        now = loop.time()
-        period = self._interval_ms / 1000.0
+    def _due(self, queued_at: float) -> None:
+        """On the loop: an entry of this timer came due; fire if its deadline has come."""
         with self._lock:
-            if generation != self._generation or not self._active:
+            if self._queued_at == queued_at:
+                self._queued_at = None
+            deadline = self._deadline
+            if not self._active or deadline is None:
                 return
-            deadline = (self._deadline + period) if self._deadline is not None else now + period
-            if deadline < now:  # fell behind (slow slot): skip missed ticks, as Qt does
-                deadline = now + period
-            self._deadline = deadline
-            self._handle = loop.call_at(deadline, _fire, weakref.ref(self), generation)
+            now = _monotonic()
+            fire = deadline <= now
+            if fire:
+                if self._single_shot:
+                    self._active = False
+                    self._deadline = None
+                    deadline = None
+                else:  # drift-free; a slow slot skips missed ticks, as Qt does
+                    period = self._interval_ms / 1000.0
+                    deadline += period
+                    if deadline < now:
+                        deadline = now + period
+                    self._deadline = deadline
+            # else: restarted since this entry was queued; wait for the new deadline
+            requeue = deadline is not None and (self._queued_at is None or self._queued_at > deadline)
+            if requeue:
+                self._queued_at = deadline
+        if requeue:
+            _loop.schedule(deadline, _due, self._ref, deadline)
+        if fire:
+            self.timeout.emit()
 
-    def _fire(self, generation: int) -> None:
-        with self._lock:
-            if generation != self._generation or not self._active:
-                return
-            if self._single_shot:
-                self._active = False
-                self._deadline = None
-                self._handle = None
-        if not self._single_shot:
-            self._schedule(generation)
-        self.timeout.emit()
 
-
-def _arm(timer_ref: weakref.ref[QTimer], generation: int, old_handle: Any) -> None:
-    if old_handle is not None:
-        old_handle.cancel()
+def _due(timer_ref: weakref.ref[QTimer], queued_at: float) -> None:
     timer = timer_ref()
     if timer is not None:
-        timer._schedule(generation)
-
-
-def _fire(timer_ref: weakref.ref[QTimer], generation: int) -> None:
-    timer = timer_ref()
-    if timer is not None:
-        timer._fire(generation)
-
-
-def _call_later(delay: float, callback: Callable[[], object]) -> None:
-    _loop.get_loop().call_later(delay, _run_guarded, callback)
+        timer._due(queued_at)
 
 
 def _run_guarded(callback: Callable[[], object]) -> None:

@@ -88,6 +88,64 @@ def test_restart_postpones_and_set_interval_restarts():
     assert timer.remainingTime() == -1
 
 
+def test_restart_to_a_later_deadline_fires_once_at_the_new_one():
+    # a restart leaves the queued entry in place (no call to the loop); the loop
+    # moves it on to the new deadline: never a timeout at the old one
+    timer = QTimer()
+    timer.setSingleShot(True)
+    hits, first = _collect(timer)
+    t0 = time.monotonic()
+    timer.start(100)
+    time.sleep(0.05)
+    timer.start(100)
+    assert timer.isActive()
+    assert first.wait(5)
+    assert time.monotonic() - t0 >= 0.149
+    time.sleep(0.15)
+    assert len(hits) == 1
+    assert not timer.isActive()
+
+
+def test_stop_then_start_again_before_the_old_deadline():
+    timer = QTimer()
+    timer.setSingleShot(True)
+    hits, first = _collect(timer)
+    t0 = time.monotonic()
+    timer.start(60)
+    timer.stop()
+    assert not timer.isActive() and timer.remainingTime() == -1
+    time.sleep(0.02)
+    timer.start(60)
+    assert first.wait(5)
+    assert time.monotonic() - t0 >= 0.079
+    time.sleep(0.15)
+    assert len(hits) == 1
+
+
+def test_stopped_timer_does_not_fire():
+    timer = QTimer()
+    timer.setSingleShot(True)
+    hits, _ = _collect(timer)
+    timer.start(20)
+    timer.stop()
+    time.sleep(0.1)
+    assert hits == []
+
+
+def test_periodic_timer_restarted_often_ticks_once_per_interval():
+    timer = QTimer()
+    timer.setInterval(30)
+    hits, _ = _collect(timer)
+    timer.start()
+    for _ in range(10):  # restarts inside the period: no tick yet, no extra tick later
+        time.sleep(0.01)
+        timer.start()
+    assert hits == []
+    assert _wait_until(lambda: len(hits) >= 2)
+    timer.stop()
+    assert 0 < timer.interval() and len(hits) >= 2
+
+
 def test_invalid_intervals_are_rejected():
     timer = QTimer()
     with pytest.raises(ValueError, match=">= 0 ms, got -1"):
