@@ -6,9 +6,12 @@ Side effects of activation, all recorded in :func:`patch_record`:
 2. :class:`~rpl_noqt.importer.PyrplImportRedirector` is put first on
    ``sys.meta_path`` (PyRPL's modules get the Qt stand-ins, nobody else does);
 3. post-import hooks patch, when PyRPL's modules load: the config
-   ``MemoryTree`` (pending saves are flushed at exit and on ``close``) and
-   ``SignalLauncher`` (attribute changes are also broadcast as
-   :data:`rpl_noqt.events.attribute_changed`).
+   ``MemoryTree`` (pending saves are flushed at exit and on ``close``; saves
+   are atomic and a lost YAML is restored from its ``.bak``:
+   :mod:`rpl_noqt.board.configfile`), ``SignalLauncher`` (attribute changes
+   are also broadcast as :data:`rpl_noqt.events.attribute_changed`), the
+   board client and locks (:mod:`rpl_noqt.threadsafe`) and the attribute
+   value checks (:mod:`rpl_noqt.board.values`).
 
 Nothing runs at import of :mod:`rpl_noqt`; nothing starts a thread until PyRPL
 starts a timer or a coroutine. ``RPL_NOQT_DISABLE=1`` turns activation into a
@@ -26,6 +29,7 @@ import weakref
 from typing import Any
 
 from . import loop, threadsafe
+from .board import configfile, values
 from ._compat import check_pyrpl_version
 from .errors import ActivationError
 from .importer import PyrplImportRedirector, find_pyrpl_dir
@@ -77,8 +81,11 @@ def activate() -> PatchRecord:
         _record.note("import", "sys.meta_path[0]", redirector,
                      f"import redirection for pyrpl {version} installed at {pyrpl_dir}")
     redirector.when_imported("pyrpl.memory", _patch_memory)
+    # before threadsafe's hooks: its board-lock wrapper must end up outside the atomic save
+    redirector.when_imported("pyrpl.memory", lambda m: configfile.install(m, _record))
     redirector.when_imported("pyrpl.modules", _patch_signal_launcher)
     threadsafe.install(redirector, _record)
+    values.install(redirector, _record)
     logger.debug("rpl_noqt activated for pyrpl %s", version)
     return _record
 
@@ -179,7 +186,8 @@ def flush_configs(trees: Any = None) -> int:
             else:
                 logger.error("board lock %s held by %s for %.1f s: writing %s without it",
                              lock.name, lock.holder(), lock.held_for(), getattr(tree, "_filename", "?"))
-                _record.get_original(type(tree), "_write_to_file")(tree)
+                locked_save = type(tree)._write_to_file  # threadsafe's lock around the atomic save
+                getattr(locked_save, "__wrapped__", locked_save)(tree)
             written += 1
         except Exception:
             logger.exception("could not flush config file %s", getattr(tree, "_filename", "?"))

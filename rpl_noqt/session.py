@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from types import TracebackType
 from typing import Any
 
-from .board.policy import LinkPolicy
 from .board import policy as link_policy
+from .board import values
+from .board.configfile import ConfigNameError, check_writable, resolve_config
+from .board.policy import LinkPolicy
 from .errors import BoardConnectionError
 from .locks import DeviceLock
 
@@ -183,6 +186,7 @@ class Session:
         direct = not self.settings["ssh"] and self.hostname not in _FAKE_HOSTS
         if direct:
             kwargs.update(reloadfpga=False, reloadserver=False, autostart=True, leds_off=False)
+        check_writable(self.settings["config"] or None)  # refused now, not at the first save or close()
         try:
             with link_policy.using(self.policy):
                 self._pyrpl = pyrpl.Pyrpl(
@@ -198,6 +202,7 @@ class Session:
         except OSError as exc:  # SSH login, upload or server start (paramiko, socket)
             raise BoardConnectionError(f"{self.hostname}:{self.port}", "connect over SSH",
                                        f"{type(exc).__name__}: {exc}") from exc
+        values.set_strict(self._pyrpl.rp, self.settings["strict"])
         logger.info("connected to %s:%d (%s)", self.hostname, self.port, "direct" if direct else "ssh")
 
     def _shutdown(self) -> None:
@@ -257,9 +262,9 @@ def open_sessions() -> list[Session]:
         return list(_SESSIONS.values())
 
 
-def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh: bool = _UNSET,
-            connect_timeout: float | None = None, io_timeout: float | None = None,
-            **pyrpl_kwargs: Any) -> Session:
+def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] | None = _UNSET,
+            ssh: bool = _UNSET, connect_timeout: float | None = None, io_timeout: float | None = None,
+            strict: bool = _UNSET, **pyrpl_kwargs: Any) -> Session:
     """Open (or join) the session of the board at ``hostname:port``.
 
     Parameters
@@ -268,8 +273,11 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
         The board's address and its monitor-server port. ``"_FAKE_REDPITAYA_"``
         is PyRPL's dummy board.
     config
-        A PyRPL config name (kept in ``$PYRPL_USER_DIR/config/<name>.yml``), or
-        None (the default) for an in-memory config that is never written.
+        A PyRPL config name (kept in ``$PYRPL_USER_DIR/config/<name>.yml``;
+        ``..``, separators and absolute paths are refused), a
+        ``pathlib.Path`` to use that exact file on purpose, or None (the
+        default) for an in-memory config that is never written. A config
+        that could not be saved is refused here, not at ``close()``.
     ssh
         True (default): PyRPL logs in over SSH, uploads the FPGA image and
         starts the monitor server, as upstream does. False: connect straight
@@ -282,6 +290,11 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
         :class:`~rpl_noqt.errors.BoardConnectionError` (a
         :class:`~rpl_noqt.errors.BoardTimeoutError` when the board did not
         answer in time). See :class:`~rpl_noqt.board.policy.LinkPolicy`.
+    strict
+        False (default): an out-of-range number is clamped to what the
+        register holds, as upstream does, with one WARNING naming the value the
+        board took. True: it raises ``ValueError`` instead. Values that are
+        never valid (NaN, inf, ``True`` for a frequency, ...) always raise.
     **pyrpl_kwargs
         Further ``Pyrpl``/``RedPitaya`` settings (user, password, sshport, ...).
 
@@ -301,13 +314,17 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
         raise SessionConfigError(f"connect() sets {sorted(reserved)} itself; pass hostname/port/config/ssh instead")
     if ssh is not _UNSET and not isinstance(ssh, bool):
         raise SessionConfigError(f"ssh must be True or False, got {ssh!r}")
-    if config is not _UNSET and config is not None and (not isinstance(config, str) or not config.strip()):
-        raise SessionConfigError(f"config must be a config name or None, got {config!r}")
+    if strict is not _UNSET and not isinstance(strict, bool):
+        raise SessionConfigError(f"strict must be True or False, got {strict!r}")
+    try:
+        config = config if config is _UNSET else (resolve_config(config) or "")
+    except ConfigNameError as exc:
+        raise SessionConfigError(str(exc)) from exc
     try:
         policy = LinkPolicy.from_env(connect_timeout=connect_timeout, io_timeout=io_timeout)
     except ValueError as exc:
         raise SessionConfigError(str(exc)) from None
-    asked = {"config": config, "ssh": ssh, "pyrpl_kwargs": pyrpl_kwargs,
+    asked = {"config": config, "ssh": ssh, "strict": strict, "pyrpl_kwargs": pyrpl_kwargs,
              "timeouts": {k: v for k, v in (("connect_timeout", connect_timeout), ("io_timeout", io_timeout))
                           if v is not None}}
     while True:
@@ -320,8 +337,9 @@ def connect(hostname: str, port: int = 2222, *, config: str | None = _UNSET, ssh
             pending = _CONNECTING.get(key)
             if pending is None:
                 settings = {
-                    "config": "" if config in (_UNSET, None) else config,
+                    "config": "" if config is _UNSET else config,
                     "ssh": True if ssh is _UNSET else ssh,
+                    "strict": False if strict is _UNSET else strict,
                     "pyrpl_kwargs": dict(pyrpl_kwargs),
                     "policy": policy,
                 }
@@ -371,8 +389,9 @@ def _check_compatible(session: Session, asked: dict[str, Any]) -> None:
         wanted = "" if asked["config"] is None else asked["config"]
         if wanted != session.settings["config"]:
             conflicts.append(f"config={session.settings['config'] or None!r} (open) vs config={asked['config']!r} (asked)")
-    if asked["ssh"] is not _UNSET and asked["ssh"] != session.settings["ssh"]:
-        conflicts.append(f"ssh={session.settings['ssh']!r} (open) vs ssh={asked['ssh']!r} (asked)")
+    for name in ("ssh", "strict"):
+        if asked[name] is not _UNSET and asked[name] != session.settings[name]:
+            conflicts.append(f"{name}={session.settings[name]!r} (open) vs {name}={asked[name]!r} (asked)")
     for name, value in asked["timeouts"].items():
         if getattr(session.policy, name) != value:
             conflicts.append(f"{name}={getattr(session.policy, name)!r} (open) vs {name}={value!r} (asked)")

@@ -60,8 +60,12 @@ def test_context_manager_and_reopen(sim):
 
 def test_conflicting_settings_name_both(sim):
     with rpl_noqt.connect(sim.host, sim.port, ssh=False) as s:
-        with pytest.raises(SessionConfigError, match=r"config=None \(open\) vs config='other' \(asked\)"):
+        with pytest.raises(SessionConfigError, match=r"config=None \(open\) vs config='/\S+/config/other\.yml' \(asked\)"):
             rpl_noqt.connect(sim.host, sim.port, config="other")
+        with pytest.raises(SessionConfigError, match=r"strict=False \(open\) vs strict=True \(asked\)"):
+            rpl_noqt.connect(sim.host, sim.port, strict=True)
+        with pytest.raises(SessionConfigError, match=r"io_timeout=2.0 \(open\) vs io_timeout=5 \(asked\)"):
+            rpl_noqt.connect(sim.host, sim.port, io_timeout=5)
         with pytest.raises(SessionConfigError, match=r"ssh=False \(open\) vs ssh=True \(asked\)"):
             rpl_noqt.connect(sim.host, sim.port, ssh=True)
         with pytest.raises(SessionConfigError, match=r"user not set \(open\) vs user='admin'"):
@@ -78,7 +82,7 @@ def test_conflicting_settings_name_both(sim):
         ({"hostname": "127.0.0.1", "port": "2222"}, "got '2222'"),
         ({"hostname": "127.0.0.1", "ssh": "no"}, "ssh must be True or False, got 'no'"),
         ({"hostname": "127.0.0.1", "gui": True}, r"connect\(\) sets \['gui'\] itself"),
-        ({"hostname": "127.0.0.1", "config": 3}, "config must be a config name or None, got 3"),
+        ({"hostname": "127.0.0.1", "config": 3}, r"config must be a config name \(str\), a pathlib.Path for a file elsewhere, or None; got 3"),
     ],
 )
 def test_bad_input_is_refused_before_anything_connects(kwargs, message):

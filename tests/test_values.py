@@ -352,3 +352,22 @@ def test_effective_bounds_narrow_declared_ranges_to_the_register(board):
     assert bounds(full_scale, hardware=True) == (-4, 4 - 2**-13)
     assert bounds(full_scale, hardware=False) == (-4, 4)  # a software number wraps nowhere
     assert bounds(attrs.FloatProperty(min=0, max=1.8, increment=0.01)) == (0, 1.8)
+
+
+def test_a_refused_config_entry_is_skipped_at_load_not_fatal(sim, tmp_path, caplog):
+    """An old config holding ``.nan`` (upstream saved it) still connects; the entry is named."""
+    import pathlib
+
+    path = pathlib.Path(tmp_path) / "old.yml"
+    path.write_text("redpitaya: {}\nscope:\n  trigger_delay: .nan\n  threshold: 0.125\n"
+                    "asg0:\n  frequency: .inf\n  offset: 0.25\n", encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="rpl_noqt.board.values"):
+        s = rpl_noqt.connect(sim.host, sim.port, ssh=False, config=path)
+    try:
+        text = caplog.text
+        assert "scope.trigger_delay = nan refused" in text and "asg0.frequency = inf refused" in text
+        assert s.rp.scope.threshold == pytest.approx(0.125, abs=1e-3)  # the rest loaded
+        assert s.rp.asg0.offset == pytest.approx(0.25, abs=1e-3)
+        assert math.isfinite(s.rp.scope.trigger_delay)
+    finally:
+        s.close()

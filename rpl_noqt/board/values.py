@@ -230,8 +230,42 @@ def effective_bounds(descriptor: Any, hardware: bool = True) -> tuple[float, flo
 
 # -- installation --------------------------------------------------------------------------------
 def install(redirector: Any, record: PatchRecord) -> None:
-    """Register the post-import hook on ``pyrpl.attributes`` (idempotent through the record)."""
+    """Register the post-import hooks (idempotent through the record)."""
     redirector.when_imported("pyrpl.attributes", lambda m: _patch_attributes(m, record))
+    redirector.when_imported("pyrpl.modules", lambda m: _patch_config_loading(m, record))
+
+
+def _patch_config_loading(module: Any, record: PatchRecord) -> None:
+    """A config entry these checks refuse (an old ``.nan``) is skipped with an ERROR, not fatal.
+
+    Upstream loads a module's setup attributes in one ``setup(**entries)``
+    call; one refused entry would abort the rest and the whole connect.
+    """
+    cls = module.Module
+    if record.is_patched(cls, "_load_setup_attributes"):
+        return
+    original = cls.__dict__["_load_setup_attributes"]
+
+    def _load_setup_attributes(self: Any) -> None:
+        skipped: set[str] = set()
+        while True:
+            try:
+                if not skipped:
+                    return original(self)
+                entries = {k: v for k, v in self.c._data.items() if k in self._setup_attributes and k not in skipped}
+                self.setup_attributes = entries
+                return None
+            except (BadValueError, BadValueTypeError) as exc:
+                name = exc.attribute.rsplit(".", 1)[-1]
+                if name in skipped or name not in self._setup_attributes:
+                    raise
+                skipped.add(name)
+                logger.error("config entry %s = %r refused (%s); the module keeps its current value",
+                             exc.attribute, exc.value, exc)
+
+    _load_setup_attributes.__wrapped__ = original  # type: ignore[attr-defined]
+    record.patch_attribute(cls, "_load_setup_attributes", _load_setup_attributes,
+                           "a config entry the value checks refuse is skipped with an ERROR, the rest still loads")
 
 
 def _patch_attributes(module: Any, record: PatchRecord) -> None:
