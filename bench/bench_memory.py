@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = Ratio.of(by_clock["cpu"]["shim"], by_clock["cpu"]["upstream"])
                 ratios[label] = {"wall": ratio, "cpu": cpu}
                 u, s = (median(by_clock["wall"][k]) for k in ("upstream", "shim"))
-                rows.append((label, f"{s / 1e3:.2f} us", f"upstream {u / 1e3:.2f} us (+{(s - u) / 1e3:.2f} us)"))
+                rows.append((label, f"{s / 1e3:.2f} us", f"upstream {u / 1e3:.2f} us ({(s - u) / 1e3:+.2f} us)"))
                 rows.append(("", "", f"shim/upstream wall {ratio}"))
                 rows.append(("", "", f"shim/upstream cpu  {cpu}"))
             table(f"attribute access on an in-memory register file (wall-clock medians; upstream on "
