@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -187,8 +188,11 @@ class Session:
         if direct:
             kwargs.update(reloadfpga=False, reloadserver=False, autostart=True, leds_off=False)
         check_writable(self.settings["config"] or None)  # refused now, not at the first save or close()
+        # direct: the whole connect within the connect timeout; over SSH the login and upload
+        # come first, with PyRPL's own timeouts, and the client's timeout counts from its start
+        deadline = time.monotonic() + self.policy.connect_timeout if direct else None
         try:
-            with link_policy.using(self.policy):
+            with link_policy.using(self.policy, deadline=deadline):
                 self._pyrpl = pyrpl.Pyrpl(
                     config=self.settings["config"],
                     hostname=self.hostname,

@@ -363,7 +363,7 @@ def test_connect_to_an_unreachable_host_fails_within_the_connect_timeout():
     with full_accept_queue() as port:
         _, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", port, ssh=False, connect_timeout=1.0))
     assert isinstance(exc, BoardConnectionError), repr(exc)
-    assert 0.9 <= took < 1.0 + SLACK
+    assert 0.9 <= took < 1.0 + 0.3  # the whole connect, PyRPL's set-up included
     assert f"127.0.0.1:{port}" in str(exc) and "timed out" in str(exc)
     assert not rpl_noqt.session.open_sessions()
     assert [t.name for t in set(threading.enumerate()) - before if t.name != "rpl-noqt-loop"] == []
@@ -373,7 +373,7 @@ def test_connect_to_a_closed_port_fails_and_the_next_connect_works_at_once():
     port = _free_port()
     _, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", port, ssh=False, connect_timeout=1.0))
     assert isinstance(exc, BoardConnectionError), repr(exc)
-    assert took < 1.0 + SLACK
+    assert took < 1.0 + 0.3
     assert f"127.0.0.1:{port}" in str(exc) and "refused" in str(exc).lower()
     with Simulator(port=port) as sim:
         s, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", port, ssh=False))

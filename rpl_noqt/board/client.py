@@ -102,6 +102,9 @@ class BoardClient:
         self.state_lost = False  #: the FPGA was reloaded since the first connect (see module doc)
         self.episode = FaultEpisode(self.board, self.policy, logger)
         deadline = time.monotonic() + self.policy.connect_timeout
+        overall = _policy.connect_deadline()  # rpl_noqt.connect() bounds the whole connect
+        if overall is not None:
+            deadline = min(deadline, overall)
         lock = self._lock()
         with lock:
             try:

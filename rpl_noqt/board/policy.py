@@ -109,15 +109,24 @@ def current() -> LinkPolicy:
     return policy if policy is not None else LinkPolicy.from_env()
 
 
+def connect_deadline() -> float | None:
+    """The ``time.monotonic()`` by which the connect under way in this thread must be done, if any."""
+    return getattr(_current, "deadline", None)
+
+
 @contextlib.contextmanager
-def using(policy: LinkPolicy | None) -> Iterator[None]:
-    """Make ``policy`` current in this thread (None: leave as is)."""
-    if policy is None:
-        yield
-        return
-    previous = getattr(_current, "policy", None)
-    _current.policy = policy
+def using(policy: LinkPolicy | None, *, deadline: float | None = None) -> Iterator[None]:
+    """Make ``policy`` (and a connect ``deadline``) current in this thread; None leaves each as is.
+
+    The deadline lets ``rpl_noqt.connect()`` bound the whole connect, PyRPL's
+    set-up before it builds its client included, by the connect timeout.
+    """
+    previous = getattr(_current, "policy", None), getattr(_current, "deadline", None)
+    if policy is not None:
+        _current.policy = policy
+    if deadline is not None:
+        _current.deadline = deadline
     try:
         yield
     finally:
-        _current.policy = previous
+        _current.policy, _current.deadline = previous
