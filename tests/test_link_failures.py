@@ -457,3 +457,30 @@ def test_ssh_login_to_an_unreachable_host_is_a_plain_board_connection_error():
     assert "\x1b[" not in str(exc) and "\n" not in str(exc)
     assert took < 4 * 0.25 + 3 * SLACK  # PyRPL's four SSH attempts, each with its timeout
     assert not rpl_noqt.session.open_sessions()
+
+
+def test_close_while_another_thread_reads_does_not_reconnect(fixed_sim):
+    from rpl_noqt.threadsafe import BoardClosedError
+
+    s = rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False, io_timeout=IO)
+    ended: list[BaseException] = []
+    started = threading.Event()
+
+    def reader():
+        try:
+            while True:
+                s.rp.asg0.frequency
+                started.set()
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            ended.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert started.wait(5)
+    connections = fixed_sim.connections
+    s.close()
+    t.join(IO + SLACK)
+    assert not t.is_alive()
+    assert len(ended) == 1 and isinstance(ended[0], (BoardClosedError, RuntimeError)), ended
+    time.sleep(0.2)
+    assert fixed_sim.connections == connections  # the closed session did not dial the board again

@@ -211,6 +211,9 @@ class BoardClient:
                                        f"{operation} at {addr:#010x} refused")
             deadline = time.monotonic() + self.policy.io_timeout
             while True:
+                if self._closed:  # closed by another thread while this request waited or failed
+                    raise BoardClosedError(f"the session of board {self.board} was closed; "
+                                           f"{operation} at {addr:#010x} refused")
                 if self.socket is None:
                     self._reconnect(operation, deadline, address=addr)
                 try:
