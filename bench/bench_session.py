@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     from rpl_noqt.sim import Simulator
 
     rpl_noqt.activate()
-    from pyrpl.redpitaya_client import MonitorClient
+    from pyrpl import redpitaya_client
 
     record = rpl_noqt.patch_record()
+    # upstream's own class and functions, whatever the shim put in their place
+    # (rpl_noqt.board.client.BoardClient replaces redpitaya_client.MonitorClient)
+    MonitorClient = record.get_original(redpitaya_client, "MonitorClient")  # noqa: N806
     raw_reads = record.get_original(MonitorClient, "reads")
     raw_writes = record.get_original(MonitorClient, "writes")
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = {k: Ratio.of(us[k], us["raw"]) for k in us}
             table("per register read on the simulator (us; medians, variants interleaved)", [
                 ("raw upstream MonitorClient", f"{r['raw']:.1f} us", "reference"),
-                ("session client (board lock)", f"{r['session']:.1f} us", f"/raw {ratio['session']}"),
+                (f"session client ({type(client).__name__})", f"{r['session']:.1f} us", f"/raw {ratio['session']}"),
                 ("module register read (_read)", f"{r['module']:.1f} us", f"/raw {ratio['module']}"),
                 ("attribute get (asg0.frequency)", f"{r['attr']:.1f} us",
                  f"/raw {ratio['attr']} (one read + conversion)"),
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     counter = _Count()
     log = logging.getLogger("pyrpl.redpitaya_client")
     log.addHandler(counter)
+    propagate, log.propagate = log.propagate, False  # counted here, not printed
     errors = []
     with Simulator(client_policy="share") as sim:
         shared = MonitorClient(sim.host, sim.port, restartserver=None)
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             w.join(60)
         shared.close()
     log.removeHandler(counter)
+    log.propagate = propagate
     table("unpatched upstream MonitorClient shared by 4 threads, 3 s (documented comparison)", [
         ("protocol desyncs logged", str(counter.desyncs), "'Wrong control sequence from server'"),
         ("retry attempts logged", str(counter.retries), ""),
