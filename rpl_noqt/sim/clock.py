@@ -3,12 +3,18 @@
 All behaviour is computed lazily from elapsed time: a block stores the time of
 the last register write that changed it and derives its state at the time of a
 read.  The clock is injectable so unit tests can step time by hand.
+
+One bus access happens at one instant: :meth:`Clock.held` keeps ``now()`` at
+the time it had on entry (for the calling thread) while the model computes,
+however long that takes on a busy machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 from .signals import FPGA_CLOCK_HZ
 
@@ -18,10 +24,35 @@ class Clock:
 
     def __init__(self) -> None:
         self._t0 = time.monotonic_ns()
+        self._held = threading.local()
 
     def now(self) -> float:
-        """Model time in seconds."""
+        """Model time in seconds (the held instant inside :meth:`held`)."""
+        held: float | None = getattr(self._held, "t", None)
+        return self._read() if held is None else held
+
+    def _read(self) -> float:
+        """The running time, ignoring :meth:`held` (subclasses override this)."""
         return (time.monotonic_ns() - self._t0) * 1e-9
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[float]:
+        """Stop time for the calling thread until the block ends; yields the instant.
+
+        The model holds the clock for each bus access, so the samples it
+        freezes before a write and the write itself share one instant: the
+        model's own computing time is not model time. Nested uses keep the
+        outer instant; other threads see the running time.
+        """
+        outer: float | None = getattr(self._held, "t", None)
+        if outer is not None:
+            yield outer
+            return
+        self._held.t = self._read()
+        try:
+            yield self._held.t
+        finally:
+            self._held.t = None
 
     def cycles(self, t: float | None = None) -> int:
         """The 64-bit FPGA cycle counter at time ``t`` (default: now)."""
@@ -36,7 +67,7 @@ class ManualClock(Clock):
         self._now = float(start)
         self._lock = threading.Lock()
 
-    def now(self) -> float:
+    def _read(self) -> float:
         with self._lock:
             return self._now
 

@@ -78,7 +78,7 @@ class FpgaModel:
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
         """``count`` 32-bit words starting at absolute ``address``."""
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.advance()
             fast = self._read_scope_block(address, count)
             if fast is not None:
@@ -91,7 +91,7 @@ class FpgaModel:
     def write(self, address: int, values: Sequence[int] | np.ndarray) -> None:
         """Write 32-bit words starting at absolute ``address``."""
         values = np.asarray(values, dtype=np.uint64).astype(np.int64)
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.advance()
             self._freeze_past()
             self._bump()
@@ -153,7 +153,7 @@ class FpgaModel:
     # -- time ----------------------------------------------------------------------------
     def advance(self) -> None:
         """Step the PID integrators up to the current time."""
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             now = self.clock.now()
             dt_total = now - self._t_dyn
             if dt_total <= 0:
@@ -197,7 +197,7 @@ class FpgaModel:
     # -- conveniences for tests (all thread-safe) -----------------------------------------------
     def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:
         """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.advance()
             self._freeze_past()
             self._bump()
@@ -219,7 +219,7 @@ class FpgaModel:
         frequency then reports exactly ``phase_deg`` (like a generator locked to
         the Red Pitaya's reference).  Returns an id for :meth:`remove_tone`.
         """
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.advance()
             origin = 0.0
             if reference is not None:
@@ -233,14 +233,14 @@ class FpgaModel:
 
     def remove_tone(self, tone_id: int | None = None) -> None:
         """Remove one injected tone (or all with ``None``)."""
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.analog.remove_tone(tone_id)
 
     def signal(self, name: str) -> float:
         """Current value (V) of a DSP signal by PyRPL name ('in1', 'pid0', 'asg0', ...)."""
         if name not in _SLOTS:
             raise ValueError(f"unknown signal {name!r}; allowed: {sorted(_SLOTS)}")
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self.advance()
             ctx = EvalContext(self.rng)
             return float(self.bus.signal(_SLOTS[name], np.array([self.clock.now()]), ctx)[0])
@@ -251,6 +251,6 @@ class FpgaModel:
 
     def reset(self) -> None:
         """Power-cycle (reload) the FPGA: every register back to its reset value, the cycle counter to 0."""
-        with self.lock:
+        with self.lock, self.clock.held():  # one access, one instant
             self._build()
             self.loaded_at = self.clock.now()

@@ -23,11 +23,30 @@ pytestmark = [pytest.mark.qt, pytest.mark.slow]
 DURATION_S = 20.0
 FREQUENCIES = (1000.0, 1700.0, 2900.0, 4100.0)
 SETPOINTS = (0.3, -0.2, 0.1, -0.35)
-MAX_FRAME_GAP_S = 3.0  # a grab takes about 0.2 s; a stall of the scope thread would show as a long gap
+# Amounts of work, not rates: the test runs for DURATION_S *and* until these are
+# done, however slow the machine (measured here in the 20 s: 40-60 rounds and
+# 45-77 frames without load, about 40 and 40 with a CPU hog on the other core,
+# 18 rounds with three hogs); TIME_LIMIT_S
+# bounds it, so a stall still fails.
+MIN_ROUNDS = 20  # move rounds: both actuators moved at once, each in its thread
+MIN_FRAMES = 20
+TIME_LIMIT_S = 100.0
+# "Continuously", counted in the other threads' progress instead of seconds: the
+# scope thread stalled (or starved by the actuators) shows as many move rounds
+# without a frame, the reverse as many frames without a round. About 1 frame per
+# round here, idle or loaded; the old 3 s wall-clock bound was about 9 rounds.
+MAX_ROUNDS_WITHOUT_FRAME = 8
+MAX_FRAMES_WITHOUT_ROUND = 8
+GRAB_WAIT_S = 30.0  # the scope plugin's trigger timeout here
 
 
+@pytest.mark.timeout(TIME_LIMIT_S + 60)
 def test_scope_grabs_while_asg_and_pid_move_for_20_s(qtbot, modules, error_log) -> None:
-    scope = modules.viewer("RplScope", "DAQ1D", "scope")
+    # A grab that outlasts its trigger timeout (2 s by default, wall clock) stops the
+    # continuous grab; with the trigger 'immediately' that is only the machine's speed
+    # (seen with a CPU hog beside other work). A stuck scope still shows: as move
+    # rounds without a frame, and after this long as a grab that stopped by itself.
+    scope = modules.viewer("RplScope", "DAQ1D", "scope", settings={("trigger_timeout",): GRAB_WAIT_S})
     asg = modules.move("RplAsg", "asg", axis="asg0")
     pid = modules.move("RplPid", "pid", axis="pid0")
     board = scope.controller_and_thread.controller
@@ -47,28 +66,41 @@ def test_scope_grabs_while_asg_and_pid_move_for_20_s(qtbot, modules, error_log) 
         frames.append((time.monotonic(), fit_sine(times, ch1).frequency, float(np.ptp(ch2)) / 2, clean))
 
     scope.grab_done_signal.connect(on_frame)
+    grab_states: list[bool] = []
+    scope.grab_status.connect(grab_states.append)
     asg_reached, pid_reached = [], []
+    rounds_done: list[float] = []  # when each move round completed
     with qtbot.waitSignal(scope.grab_status, timeout=GRAB_TIMEOUT_MS, check_params_cb=lambda on: on):
         scope.grab_data(True)
     start = time.monotonic()
     try:
         for frequency, setpoint in itertools.cycle(zip(FREQUENCIES, SETPOINTS)):
-            if time.monotonic() - start >= DURATION_S:
+            elapsed = time.monotonic() - start
+            frames_so_far = sum(1 for f in frames if f[0] >= start)
+            if elapsed >= DURATION_S and len(rounds_done) >= MIN_ROUNDS and frames_so_far >= MIN_FRAMES:
                 break
+            if not (grab_states and grab_states[-1]):
+                break  # the grab ended by itself: reported below
+            assert elapsed < TIME_LIMIT_S, (f"stalled: {len(rounds_done)} move rounds and {frames_so_far} frames "
+                                            f"in {elapsed:.0f} s")
             # both moves run at once, each in its module's thread, while the scope grabs in its own
             with qtbot.waitSignals([asg.move_done_signal, pid.move_done_signal], timeout=MOVE_TIMEOUT_MS):
                 asg.move_abs(frequency)
                 pid.move_abs(setpoint)
             asg_reached.append((frequency, board.rp.asg0.frequency))
             pid_reached.append((setpoint, board.rp.pid0.setpoint))
+            rounds_done.append(time.monotonic())
     finally:
-        with qtbot.waitSignal(scope.grab_status, timeout=GRAB_TIMEOUT_MS, check_params_cb=lambda on: not on):
-            scope.stop_grab()
+        still_grabbing = bool(grab_states) and grab_states[-1]
+        if still_grabbing:
+            with qtbot.waitSignal(scope.grab_status, timeout=GRAB_TIMEOUT_MS, check_params_cb=lambda on: not on):
+                scope.stop_grab()
     elapsed = time.monotonic() - start
 
+    assert still_grabbing, "the scope stopped grabbing by itself (a grab timed out? see the log)"
     assert elapsed >= DURATION_S
     assert not error_log.messages(), error_log.messages()
-    assert len(asg_reached) >= 20, "the actuators barely moved"
+    assert len(asg_reached) >= MIN_ROUNDS
     for wanted, reached in asg_reached:
         assert reached == pytest.approx(wanted, abs=0.12)
     for wanted, reached in pid_reached:
@@ -77,12 +109,16 @@ def test_scope_grabs_while_asg_and_pid_move_for_20_s(qtbot, modules, error_log) 
     during = [f for f in frames if start <= f[0] <= start + elapsed]
     logging.getLogger(__name__).info("%d frames, %d moves of each actuator in %.1f s", len(during),
                                      len(asg_reached), elapsed)
-    # "grabs continuously": frames keep arriving all along, whatever the machine's
-    # speed (the frame rate itself is a benchmark number, not a test; about 5/s here)
-    arrivals = [start] + [f[0] for f in during] + [start + elapsed]
-    longest_gap = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
-    assert len(during) >= DURATION_S, f"only {len(during)} frames in {elapsed:.1f} s"
-    assert longest_gap < MAX_FRAME_GAP_S, f"no frame for {longest_gap:.1f} s"
+    # "grabs continuously while they move": frames and move rounds interleave all
+    # along (the rates themselves are benchmark numbers, not a test)
+    assert len(during) >= MIN_FRAMES
+    arrivals = [f[0] for f in during]
+    rounds_between = [sum(1 for r in rounds_done if a < r <= b)
+                      for a, b in zip([start, *arrivals], [*arrivals, start + elapsed], strict=True)]
+    frames_between = [sum(1 for f in arrivals if a < f <= b)
+                      for a, b in zip([start, *rounds_done], [*rounds_done, start + elapsed], strict=True)]
+    assert max(rounds_between) <= MAX_ROUNDS_WITHOUT_FRAME, f"{max(rounds_between)} move rounds without a frame"
+    assert max(frames_between) <= MAX_FRAMES_WITHOUT_ROUND, f"{max(frames_between)} frames without a move round"
     assert all(clean for *_, clean in during)
     assert all(0.49 <= amplitude <= 0.51 for _, _, amplitude, _ in during)  # asg0 itself on ch2
     # a curve spanning a frequency change fits neither value; all others show a commanded frequency

@@ -462,3 +462,47 @@ def test_pid_to_pid_loop_keeps_the_sign_of_its_feedback(m, clock, interval, plan
         clock.advance(interval)
         m.advance()
     assert _volts(rd(m, dsp(2, 0x100))) == pytest.approx(expected_ival2, abs=0.5 / 2**13)
+
+
+class _BusyClock(ManualClock):
+    """Every look at the clock finds ``tick`` more time gone, as on a machine busy
+    with other work: the model's own computing is wall-clock time too."""
+
+    def __init__(self, start: float, tick: float) -> None:
+        super().__init__(start)
+        self.tick = tick
+
+    def _read(self) -> float:
+        self.advance(self.tick)
+        return super()._read()
+
+
+def test_a_write_happens_at_one_instant_however_long_the_model_computes():
+    # The model records the samples taken so far, then applies a write. If those
+    # were two instants, the samples in between were computed later with the
+    # written state: under load an ASG trigger rewrote up to a millisecond of
+    # scope trace before it (a burst seen 70-90 us short on the scope).
+    clock = _BusyClock(start=1.0, tick=2e-6)  # 250 cycles per look at the clock
+    m = FpgaModel(seed=0, clock=clock)
+    table = np.round(8191 * np.sin(2 * np.pi * np.arange(2**14) / 2**14)).astype(int) & 0x3FFF
+    m.write(ASG + 0x10000, table)
+    m.write(ASG + 0x4, [int(0.5 * 2**13)])
+    m.write(ASG + 0x8, [2**30 - 1])
+    m.write(ASG + 0xC, [2**28])  # start at 90 degrees: the first sample after the trigger is the crest
+    m.write(ASG + 0x10, [round(10e3 * 2**30 / 125e6)])
+    m.write(dsp(8, 0x0), [8])  # scope ch1 <- asg0
+    m.write(SCOPE + 0x14, [1])
+    m.write(SCOPE + 0x10, [2**13])
+    m.write(SCOPE, [1 | 2])
+    m.write(SCOPE + 4, [8])  # trigger on asg0
+    clock.advance(2**14 * CYCLE)  # pre-trigger data
+    m.write(ASG, [1])  # source 1 + software trigger (never reset before: output held at table[0] = 0)
+    clock.advance(2**14 * CYCLE)
+    assert rd(m, SCOPE) == 0  # done
+    data = m.read(SCOPE + 0x10000, 2**14).astype(np.int64)
+    data = np.where(data >= 2**13, data - 2**14, data) / 2**13
+    trace = np.roll(data, -(rd(m, SCOPE + 0x1C) + 2**13 + 1))
+    i0 = 2**14 - 2**13 - 1  # the trigger sample
+    before, after = trace[:i0], trace[i0 + 1 :]
+    assert np.abs(before).max() == 0.0, f"{np.count_nonzero(before)} samples before the trigger show the ASG"
+    assert after[:100] == pytest.approx(0.5, abs=2e-3)  # the crest, right from the trigger

@@ -127,13 +127,13 @@ def test_pid_integrator_winds_up_without_feedback(p, sim):
     rp = p.rp
     sim.model.set_loopback(1, gain=0.0, offset=0.2)  # cable unplugged: constant input
     pid = rp.pid1
+    t0 = sim.model.clock.now()  # model time; the integrator starts from 0 after this
     pid.setup(input="in1", output_direct="off", setpoint=0.0, p=0.0, i=100.0, ival=0.0)
-    t0 = time.monotonic()
     time.sleep(0.1)
     ival = pid.ival
-    elapsed = time.monotonic() - t0
+    elapsed = sim.model.clock.now() - t0  # at least the time it integrated, however slow the machine
     # d ival / dt = 2 pi * 100 Hz * 0.2 V (error = input - setpoint, positive gain -> growing)
-    assert 0 < ival <= 2 * np.pi * 100 * 0.2 * (elapsed + 0.05)
+    assert 0 < ival <= 2 * np.pi * 100 * 0.2 * elapsed
     time.sleep(0.5)
     assert pid.ival == pytest.approx(4.0, abs=0.01)  # saturates at the 16-bit integrator limit
     assert rp.sampler.pid1 == pytest.approx(1.0, abs=1e-3)  # output saturates at 1 V
@@ -243,7 +243,37 @@ def test_sampler_statistics_show_the_noise(p, sim):
     assert mn < mean < mx
 
 
-def test_asg_burst_mode_on_the_scope(p, sim):
+@pytest.fixture
+def manual(pyrpl_lib):
+    """PyRPL on a simulator whose model time moves only when the test advances it."""
+    from conftest import pyrpl_on
+
+    from rpl_noqt.sim import FpgaModel, ManualClock, Simulator
+
+    clock = ManualClock(start=1.0)
+    with Simulator(model=FpgaModel(seed=1234, clock=clock)) as simulator, pyrpl_on(simulator, pyrpl_lib) as p:
+        yield p, simulator, clock
+
+
+def _advance_until(clock, condition, step: float, timeout: float = 10.0) -> None:
+    """Advance model time by ``step`` until ``condition()`` (checked from this
+    thread; PyRPL acts from its loop, so wall time passes as well)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        clock.advance(step)
+        time.sleep(0.001)
+
+
+def test_asg_burst_mode_on_the_scope(manual):
+    # Model time stands still while PyRPL talks to the board, so the trace shows
+    # the FPGA's behaviour and nothing of how fast this machine runs PyRPL: on
+    # the wall clock, PyRPL's "trigger_source = immediately" is seven control
+    # word writes over 1-6 ms (trigger; output off; reset; ...; reset off, which
+    # triggers again; output on, which reloads the cycle counter), and the
+    # burst on the scope was whatever part of its 300 us the output-off write
+    # left (70-90 us less on a loaded machine).
+    p, sim, clock = manual
     rp = p.rp
     asg = rp.asg0
     asg.setup(waveform="sin", frequency=10e3, amplitude=0.5, trigger_source="off", output_direct="off",
@@ -253,21 +283,25 @@ def test_asg_burst_mode_on_the_scope(p, sim):
             rolling_mode=False)
     armed_at = getattr(s, "_last_time_setup", None)
     res = s.single_async()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not (
-        getattr(s, "_last_time_setup", None) != armed_at and s._trigger_armed and s.pretrig_ok
-    ):
-        time.sleep(0.001)  # single_async arms from PyRPL's loop: wait for that, as on a board
-    asg.trigger_source = "immediately"
+    # single_async arms from PyRPL's loop, and the trigger needs its pre-trigger samples
+    _advance_until(clock, lambda: getattr(s, "_last_time_setup", None) != armed_at and s._trigger_armed
+                   and s.pretrig_ok, step=1e-4)
+    t_trigger = clock.now()
+    asg.trigger_source = "immediately"  # every write of it at model time t_trigger
+    assert clock.now() == t_trigger
+    clock.advance(2e-3)  # past the end of the trace
     from pyrpl.async_utils import wait
 
-    ch1, _ = wait(res, timeout=5)
+    ch1, _ = wait(res, timeout=10)
+    assert s.trigger_timestamp == sim.model.clock.cycles(t_trigger)  # the scope triggered on the burst start
     active = np.abs(ch1) > 0.05
     burst = s.times[active]
-    assert burst.min() == pytest.approx(0.0, abs=5e-6)  # the scope triggered on the burst start
-    # at least 3 periods of 100 us; PyRPL's setup writes the control word twice (sm_reset off,
-    # then on) and the RTL reloads the cycle counter on the second trigger, so the burst
-    # lasts 3 periods from the *last* write, as it does on a board
-    assert burst.max() - burst.min() >= 3e-4 - 5e-6
+    # 3 periods of 100 us from the trigger; |sin| > 0.1 starts 1.6 us after a zero crossing
+    crossing = np.arcsin(0.1) / (2 * np.pi * 10e3)
+    dt = s.times[1] - s.times[0]
+    assert burst.min() == pytest.approx(crossing, abs=2 * dt)
+    assert burst.max() == pytest.approx(3e-4 - crossing, abs=2 * dt)
+    during = (s.times >= 0) & (s.times < 3e-4)  # and it is the sine, from its start phase
+    assert ch1[during] == pytest.approx(0.5 * np.sin(2 * np.pi * 10e3 * s.times[during]), abs=0.01)
     assert not active[s.times > burst.max()].any()  # then it holds a (near zero) value
     assert burst.max() < s.times[-1] - 1e-4
