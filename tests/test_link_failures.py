@@ -133,6 +133,7 @@ def test_server_gone_and_back(link, fixed_sim, caplog):
         for value in (111.0, 222.0, 333.0):
             _, exc, took = _timed(lambda v=value: setattr(asg, "frequency", v))
             assert isinstance(exc, BoardConnectionError), repr(exc)
+            assert not isinstance(exc, TimeoutError)  # refused, not silent
             assert took < IO + SLACK
             text = str(exc)
             assert f"{fixed_sim.host}:{fixed_sim.port}" in text and "write of 1 word(s) at 0x4020" in text
@@ -218,6 +219,7 @@ def test_garbled_replies(link, fixed_sim):
     fixed_sim.faults.garble = 10_000  # nothing but garbage
     value, exc, took = _timed(lambda: link.rp.asg0.amplitude)
     assert isinstance(exc, BoardConnectionError) and took < IO + SLACK
+    assert not isinstance(exc, TimeoutError)  # the board answered: garbage, not silence
     assert "does not echo the request" in str(exc) and "0x40200" in str(exc)
     fixed_sim.faults.clear()
     assert link.rp.asg0.amplitude == pytest.approx(0.5, abs=1e-3)
@@ -363,6 +365,7 @@ def test_connect_to_an_unreachable_host_fails_within_the_connect_timeout():
     with full_accept_queue() as port:
         _, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", port, ssh=False, connect_timeout=1.0))
     assert isinstance(exc, BoardConnectionError), repr(exc)
+    assert isinstance(exc, BoardTimeoutError)  # no answer at all
     assert 0.9 <= took < 1.0 + 0.3  # the whole connect, PyRPL's set-up included
     assert f"127.0.0.1:{port}" in str(exc) and "timed out" in str(exc)
     assert not rpl_noqt.session.open_sessions()

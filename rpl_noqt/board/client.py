@@ -108,7 +108,7 @@ class BoardClient:
         lock = self._lock()
         with lock:
             try:
-                self._reconnect("connect", deadline, timeout_cls=BoardConnectionError)
+                self._reconnect("connect", deadline)
             except BaseException:
                 self._drop()
                 self._closed = True
@@ -171,8 +171,7 @@ class BoardClient:
         with self._lock():
             self._drop()
             self._closed = False
-            self._reconnect("reconnect", time.monotonic() + self.policy.connect_timeout,
-                            timeout_cls=BoardConnectionError)
+            self._reconnect("reconnect", time.monotonic() + self.policy.connect_timeout)
 
     def emptybuffer(self) -> None:
         """Upstream re-synchronised by reading the stream dry; a fresh connection is the safe way."""
@@ -231,7 +230,7 @@ class BoardClient:
                     self.episode.failure(f"{operation} at {addr:#010x}: {_describe(exc)}")
                     if time.monotonic() >= deadline:
                         self.episode.request_failed()
-                        raise BoardTimeoutError(self.board, operation,
+                        raise BoardConnectionError(self.board, operation,
                                                 f"{_describe(exc)}; the {self.policy.io_timeout:g} s I/O "
                                                 "deadline has passed", address=addr) from exc
                     continue  # reconnect within the deadline and send it again
@@ -281,8 +280,7 @@ class BoardClient:
                 sock.settimeout(remaining)
 
     # -- connecting ----------------------------------------------------------------------------
-    def _reconnect(self, operation: str, deadline: float, *, address: int | None = None,
-                   timeout_cls: type[BoardConnectionError] = BoardTimeoutError) -> None:
+    def _reconnect(self, operation: str, deadline: float, *, address: int | None = None) -> None:
         """Connect within ``deadline``: the first attempt at once, the next ones spaced by the backoff.
 
         Each request makes its own attempts, so a board that is back is found
@@ -292,15 +290,17 @@ class BoardClient:
         """
         episode = self.episode
         if self._closing and episode.active:
-            raise timeout_cls(self.board, operation, "the link is down and the session is closing", address=address)
+            raise BoardConnectionError(self.board, operation, "the link is down and the session is closing",
+                                       address=address)
         last_error = "no attempt could be made"
+        error_cls: type[BoardConnectionError] = BoardTimeoutError  # until an attempt says otherwise
         attempt, next_at = 0, time.monotonic()
         while True:
             now = time.monotonic()
             if next_at >= deadline:
                 episode.request_failed()
                 down = f"link down for {now - episode.since:.1f} s; " if episode.since is not None else ""
-                raise timeout_cls(self.board, operation, f"{down}{last_error}", address=address)
+                raise error_cls(self.board, operation, f"{down}{last_error}", address=address)
             if next_at > now:
                 time.sleep(next_at - now)  # holds the board: everyone waits for the link anyway
             episode.attempted()
@@ -311,6 +311,8 @@ class BoardClient:
             except (OSError, _LinkFault) as exc:
                 self._drop()
                 last_error = f"cannot connect to {self._hostname} port {self._port}: {_describe(exc)}"
+                # no answer in time is a timeout; refused, reset or garbled is not
+                error_cls = BoardTimeoutError if isinstance(exc, socket.timeout) else BoardConnectionError
                 episode.failure(last_error)
                 if isinstance(exc, ConnectionRefusedError):
                     self._restart_server_once()
