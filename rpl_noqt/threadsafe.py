@@ -43,7 +43,7 @@ from typing import Any
 
 from . import blocking
 from .board import policy as link_policy
-from .board.client import LOCK_ATTR, BoardClient, BoardClosedError
+from .board.client import LOCK_ATTR, BoardClient, BoardClosedError, starting_client_of
 from .errors import BoardConnectionError
 from .locks import DeviceLock
 from .patching import PatchRecord
@@ -376,12 +376,13 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
         finally:
             self.__dict__.pop(_RELEASE_ATTR, None)
             release()  # upstream failed before binding its parameters
+        board = self.__dict__[LOCK_ATTR]  # a RedPitaya joining an open link took the link's lock
         own = self.__dict__.get("parameters")
-        if own is not None:
+        if own is not None and board is lock:
             lock.name = f"{own.get('hostname')}:{own.get('port')}"
         tree = getattr(self, "c", None)
         if tree is not None:
-            tree.__dict__[LOCK_ATTR] = lock
+            tree.__dict__[LOCK_ATTR] = board
 
     record.patch_attribute(cls, "__init__", _mark(__init__, original_init),
                            "own board lock and own copy of the connection parameters per RedPitaya")
@@ -391,7 +392,7 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     def attach_lock(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def start(self: Any) -> Any:
-            with link_policy.using(self.__dict__.get(POLICY_ATTR)):
+            with link_policy.using(self.__dict__.get(POLICY_ATTR)), starting_client_of(self):
                 result = func(self)
             if self.client is not None:
                 self.client.__dict__[LOCK_ATTR] = board_lock(self)
@@ -402,6 +403,19 @@ def _patch_redpitaya(module: types.ModuleType, record: PatchRecord) -> None:
     for name in ("startclient", "startdummyclient"):
         record.patch_attribute(cls, name, attach_lock(cls.__dict__[name]),
                                "the client shares its board's lock and is built with its board's link policy")
+
+    upstream_endclient = cls.__dict__["endclient"]
+
+    @functools.wraps(upstream_endclient)
+    def endclient(self: Any) -> Any:
+        client = self.__dict__.get("client")
+        if isinstance(client, BoardClient):
+            client.close()
+        return upstream_endclient(self)
+
+    record.patch_attribute(cls, "endclient", _mark(endclient, upstream_endclient),
+                           "closes the client now (upstream left it to garbage collection, which the modules "
+                           "holding it delay): the board's link is released at end()/_clear()")
 
     def direct_or(name: str, direct_impl: Callable[..., Any]) -> None:
         upstream = cls.__dict__[name]
