@@ -75,7 +75,7 @@ def activate() -> PatchRecord:
         version = check_pyrpl_version()
         pyrpl_dir = find_pyrpl_dir()
         _refuse_if_imported_with_qt(pyrpl_dir)
-        redirector = _redirector or PyrplImportRedirector(pyrpl_dir, _record, extra_dirs=_user_lockbox_dirs())
+        redirector = _redirector or PyrplImportRedirector(pyrpl_dir, _record, extra_dirs=_user_lockbox_dirs)
         sys.meta_path.insert(0, redirector)
         _redirector = redirector
         _record.note("import", "sys.meta_path[0]", redirector,
@@ -106,9 +106,18 @@ def deactivate() -> None:
 
 
 def _user_lockbox_dirs() -> list[str]:
-    """PyRPL puts ``$PYRPL_USER_DIR/lockbox`` on sys.path for user lockbox models."""
-    user_dir = os.environ.get("PYRPL_USER_DIR", os.path.join(os.path.expanduser("~"), "pyrpl_user_dir"))
-    return [os.path.join(user_dir, "lockbox")]
+    """Where PyRPL imports user lockbox models from, asked at each import.
+
+    PyRPL fixes ``$PYRPL_USER_DIR/lockbox`` when ``pyrpl.directories`` is
+    imported; before that, the environment says where it will be (it may be
+    set after activation, as a notebook's first cell does).
+    """
+    directories = sys.modules.get("pyrpl.directories")
+    folder = getattr(directories, "user_lockbox_dir", None)
+    if folder is None:
+        user_dir = os.environ.get("PYRPL_USER_DIR") or os.path.join(os.path.expanduser("~"), "pyrpl_user_dir")
+        folder = os.path.join(user_dir, "lockbox")
+    return [folder]
 
 
 def _refuse_if_imported_with_qt(pyrpl_dir: str) -> None:

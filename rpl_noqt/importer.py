@@ -131,9 +131,13 @@ class _ServedLoader(importlib.abc.Loader):
 class PyrplImportRedirector(importlib.abc.MetaPathFinder):
     """The finder; one instance, installed by :func:`rpl_noqt.activate`."""
 
-    def __init__(self, pyrpl_dir: str, record: PatchRecord, extra_dirs: Sequence[str] = ()) -> None:
+    def __init__(self, pyrpl_dir: str, record: PatchRecord,
+                 extra_dirs: Sequence[str] | Callable[[], Sequence[str]] = ()) -> None:
         self.pyrpl_dir = os.path.realpath(pyrpl_dir)
-        self.extra_dirs = tuple(os.path.realpath(d) for d in extra_dirs)
+        # folders of user code PyRPL imports (lockbox models): asked at each import, since
+        # $PYRPL_USER_DIR may be set after activation (a notebook's first cell)
+        self._extra_dirs_source = extra_dirs
+        self._real_paths: dict[str, str] = {}
         self.record = record
         self._standins = _standin_table()
         self._deferred_modules: dict[str, DeferredModule] = {}
@@ -142,6 +146,19 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
         self._hooks_lock = threading.RLock()
         self._busy = threading.local()
         self.builtins = self._make_builtins()
+
+    @property
+    def extra_dirs(self) -> tuple[str, ...]:
+        source = self._extra_dirs_source
+        dirs = source() if callable(source) else source
+        real = self._real_paths
+        out = []
+        for d in dirs:
+            r = real.get(d)
+            if r is None:
+                r = real[d] = os.path.realpath(d)
+            out.append(r)
+        return tuple(out)
 
     # -- the private builtins -------------------------------------------------------
     def _make_builtins(self) -> dict[str, Any]:

@@ -242,3 +242,29 @@ print(json.dumps({"same": qtpy.QtTest is sub, "raised": raised, "qtcore": qtpy.Q
 '''.replace("import json, rpl_noqt, pyrpl", "import json, rpl_noqt\nrpl_noqt.activate()\nimport pyrpl"))
     out = _last_json(proc)
     assert out == {"same": True, "raised": True, "qtcore": "rpl_noqt.shims.qtcore"}
+
+
+def test_user_lockbox_models_are_served_the_stand_ins_when_the_user_dir_is_set_late(run_python, tmp_path):
+    """A notebook activates first, then sets PYRPL_USER_DIR: its lockbox models still get no real Qt."""
+    late = tmp_path / "late_user_dir"
+    (late / "lockbox").mkdir(parents=True)
+    (late / "lockbox" / "my_cavity.py").write_text(
+        "from qtpy import QtCore\n"
+        "from pyrpl.software_modules.lockbox import Lockbox\n"
+        "class MyCavity(Lockbox):\n"
+        "    pass\n", encoding="utf-8")
+    code = f"""
+import os, sys
+import rpl_noqt.auto
+os.environ["PYRPL_USER_DIR"] = {str(late)!r}
+import pyrpl
+mod = sys.modules["my_cavity"]
+print(mod.QtCore.__name__)
+print(issubclass(mod.MyCavity, pyrpl.software_modules.lockbox.Lockbox))
+print(sorted(m for m in sys.modules if m.startswith(("PyQt", "PySide"))))
+"""
+    proc = run_python(code, env={"QT_API": "pyqt5"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-3].startswith("rpl_noqt.shims"), lines
+    assert lines[-2:] == ["True", "[]"], lines
