@@ -487,3 +487,26 @@ def test_close_while_another_thread_reads_does_not_reconnect(fixed_sim):
     assert len(ended) == 1 and isinstance(ended[0], (BoardClosedError, RuntimeError)), ended
     time.sleep(0.2)
     assert fixed_sim.connections == connections  # the closed session did not dial the board again
+
+
+def test_a_board_busy_with_another_client_says_so_within_the_connect_timeout():
+    """The monitor server (and the simulator's queue policy) serves one client at a time: a
+    client of another process holding the board is named as the likely cause, in time."""
+    with Simulator(client_policy="queue") as sim:
+        _busy_board_case(sim)
+
+
+def _busy_board_case(fixed_sim):
+    other = socket.create_connection((fixed_sim.host, fixed_sim.port), timeout=2)
+    try:
+        other.sendall(bytes([ord("r"), 0, 1, 0, 0, 0, 0, 0x40]))  # served: it now holds the board
+        assert len(other.recv(12)) > 0
+        _, exc, took = _timed(lambda: rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False,
+                                                      connect_timeout=1.0))
+    finally:
+        other.close()
+    assert isinstance(exc, BoardTimeoutError), repr(exc)
+    assert took < 1.0 + 0.3
+    assert "did not answer" in str(exc) and "another program" in str(exc)
+    with rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False) as s:  # free again at once
+        assert s.link_up

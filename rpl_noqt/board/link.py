@@ -260,13 +260,20 @@ class Link:
             if next_at > now:
                 time.sleep(next_at - now)  # holds the board: everyone waits for the link anyway
             episode.attempted()
+            connected = False
             try:
                 self._open(deadline)
+                connected = True
                 self._check_fpga(deadline)
                 return
             except (OSError, _LinkFault) as exc:
                 self._drop()
-                last_error = f"cannot connect to {self.hostname} port {self.port}: {_describe(exc)}"
+                if connected and isinstance(exc, socket.timeout):
+                    last_error = (f"connected to {self.hostname} port {self.port}, but the board did not answer "
+                                  "(a monitor server serves one client at a time: is another program "
+                                  "connected to this board?)")
+                else:
+                    last_error = f"cannot connect to {self.hostname} port {self.port}: {_describe(exc)}"
                 # no answer in time is a timeout; refused, reset or garbled is not
                 error_cls = BoardTimeoutError if isinstance(exc, socket.timeout) else BoardConnectionError
                 episode.failure(last_error)
