@@ -38,3 +38,69 @@ def set_setting(qtbot: Any, module: Any, path: tuple[str, ...], value: Any, unti
     group = "actuator_settings" if isinstance(module, DAQ_Move) else "detector_settings"
     module.settings.child(group, *path).setValue(value)
     qtbot.waitUntil(until, timeout=timeout)
+
+
+def timed(action: Callable[[], Any]) -> float:
+    """Seconds ``action()`` took (wall clock: what a user waits for)."""
+    import time
+
+    start = time.monotonic()
+    action()
+    return time.monotonic() - start
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (a closed port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class UnreachablePort:
+    """A loopback port whose connects never complete: a listener with a full accept queue.
+
+    Emulates an unreachable host without sending anything off the machine:
+    the kernel queues ``backlog + 1`` handshakes, then drops further SYNs, so
+    a connect waits until its own timeout as it would for a host that is gone.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self._socket = socket
+        self._listener = socket.socket()
+        self._fillers: list[Any] = []
+        self.port = 0
+
+    def __enter__(self) -> int:
+        import contextlib
+
+        socket = self._socket
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port = int(self._listener.getsockname()[1])
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+        except (TimeoutError, socket.timeout):
+            return self.port
+        else:
+            self.__exit__(None, None, None)
+            raise RuntimeError("the accept queue did not fill up: cannot emulate an unreachable host here")
+        finally:
+            probe.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self._fillers.clear()
+        self._listener.close()

@@ -36,7 +36,10 @@ class BoardSettings:
     ``host="simulator"`` starts the in-process simulator on demand (``port``
     and ``ssh`` are then ignored). ``in1_range``/``in2_range`` say where the
     input jumpers are; they initialise a Board that is not open yet and are
-    otherwise read back from it.
+    otherwise read back from it. ``connect_timeout``/``io_timeout`` (s) bound
+    a connect and each register request (rpl_noqt's link policy), so an
+    unreachable board fails an initialisation in seconds instead of hanging it;
+    the first plugin to open a board sets them.
     """
 
     host: str = simulator.SIMULATOR_HOST
@@ -46,6 +49,8 @@ class BoardSettings:
     in2_range: str = "LV"
     demo_signals: bool = True
     simulator_noise: float = 0.0
+    connect_timeout: float = 3.0
+    io_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -58,6 +63,8 @@ class BoardSettings:
         check_choice("in1_range", self.in1_range, INPUT_RANGES)
         check_choice("in2_range", self.in2_range, INPUT_RANGES)
         check_number("simulator_noise", self.simulator_noise, 0.0, 0.1, "V")
+        check_number("connect_timeout", self.connect_timeout, 0.1, 120.0, "s")
+        check_number("io_timeout", self.io_timeout, 0.1, 120.0, "s")
 
     @property
     def on_demand(self) -> bool:
@@ -97,6 +104,7 @@ class Board:
                 kwargs: dict[str, Any] = {"hostname": lease.host, "port": lease.port, "ssh": False}
             else:
                 kwargs = {"hostname": settings.host.strip(), "port": settings.port, "ssh": settings.ssh}
+            kwargs.update(connect_timeout=float(settings.connect_timeout), io_timeout=float(settings.io_timeout))
             session = rpl_noqt.connect(**kwargs)
         except BaseException:
             if lease is not None:

@@ -5,24 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pymodaq.control_modules.viewer_utility_classes import DAQ_Viewer_base, comon_parameters, main
+from pymodaq.control_modules.viewer_utility_classes import comon_parameters, main
 from pymodaq.utils.data import DataFromPlugins, DataToExport
 
-from pymodaq_plugins_rplnoqt.common import (
-    apply_values,
-    board_params,
-    close_board,
-    commit_board_setting,
-    open_board,
-    sync_ranges,
-)
+from pymodaq_plugins_rplnoqt.common import apply_values, board_params
 from pymodaq_plugins_rplnoqt.hardware.iq import IQ_SETTINGS, IqDriver, polar
 from pymodaq_plugins_rplnoqt.hardware.options import DSP_SIGNALS, IQ_MODULES, OUTPUT_DIRECTS, check_number
+from pymodaq_plugins_rplnoqt.viewer import BoardViewer
 
 _OUTPUTS = ("X/Y", "R/phase")
 
 
-class DAQ_0DViewer_RplIq(DAQ_Viewer_base):
+class DAQ_0DViewer_RplIq(BoardViewer):
     """Lock-in amplifier: the input's component at the IQ frequency, as X/Y or amplitude/phase, via rpl-noqt.
 
     The IQ module demodulates its input at ``frequency`` through two
@@ -51,45 +45,39 @@ class DAQ_0DViewer_RplIq(DAQ_Viewer_base):
     ]
 
     def ini_attributes(self) -> None:
-        self.controller = None
-        self._iq: IqDriver | None = None
+        super().ini_attributes()
+        #: the last integration time accepted (shown again when a value is refused)
+        self._integration_time = 0.01
 
-    def ini_detector(self, controller: Any = None) -> tuple[str, bool]:
-        """Join the board (or the master's), read the IQ module's settings back."""
-        self.controller = open_board(self, controller)
-        try:
-            self._bind(self.settings["module"])
-        except BaseException:
-            close_board(self)
-            raise
-        return f"{self._iq.name} lock-in on {self.controller!r}", True
+    def _bind(self) -> str:
+        self._bind_module(self.settings["module"])
+        self._integration_time = check_number("integration_time", self.settings["integration_time"], 1e-6, 10.0,
+                                              "s")
+        return f"{self.driver.name} lock-in on {self.controller!r}"
 
-    def _bind(self, module: str) -> None:
-        self._iq = IqDriver(self.controller, module)
-        low, high = self._iq.bandwidth_limits()
+    def _bind_module(self, module: str) -> None:
+        self.driver = IqDriver(self.controller, module)
+        low, high = self.driver.bandwidth_limits()
         self.settings.child("bandwidth").setLimits((low, high))
-        apply_values(self.settings, self._iq.read_settings())
+        apply_values(self.settings, self.driver.read_settings())
 
-    def commit_settings(self, param: Any) -> None:
-        """Send a changed setting to the board; a refused value is reported and the tree shows the board again."""
-        if commit_board_setting(self, param) or self._iq is None:
-            return
-        name = param.name()
+    def _commit(self, name: str, value: Any) -> dict[str, Any] | None:
         if name == "module":
-            self._bind(param.value())
-        elif name == "integration_time":
-            check_number("integration_time", param.value(), 1e-6, 10.0, "s")
-        elif name in IQ_SETTINGS:
-            try:
-                apply_values(self.settings, self._iq.configure(**{name: param.value()}))
-            except Exception:
-                apply_values(self.settings, self._iq.read_settings())
-                raise
+            self._bind_module(value)
+            return {"module": self.driver.name}
+        if name == "integration_time":
+            self._integration_time = check_number("integration_time", value, 1e-6, 10.0, "s")
+            return {"integration_time": self._integration_time}
+        if name in IQ_SETTINGS:
+            return self.driver.configure(**{name: value})
+        return None
 
-    def grab_data(self, Naverage: int = 1, **kwargs: Any) -> None:
-        """Integrate once and emit X/Y or R/phase."""
-        assert self._iq is not None, "grab before initialisation"
-        z = self._iq.measure(float(self.settings["integration_time"]))
+    def _read_back(self) -> dict[str, Any]:
+        return {**self.driver.read_settings(), "module": self.driver.name, "integration_time": self._integration_time}
+
+    def _acquire(self) -> DataToExport:
+        """Integrate once: X/Y or R/phase."""
+        z = self.driver.measure(self._integration_time)
         if self.settings["quantities"] == "X/Y":
             data = [DataFromPlugins(name="RplIq", data=[np.array([z.real]), np.array([z.imag])], dim="Data0D",
                                     labels=["X", "Y"], units="V")]
@@ -98,17 +86,7 @@ class DAQ_0DViewer_RplIq(DAQ_Viewer_base):
             data = [DataFromPlugins(name="RplIq_R", data=[np.array([r])], dim="Data0D", labels=["R"], units="V"),
                     DataFromPlugins(name="RplIq_phase", data=[np.array([phase])], dim="Data0D", labels=["phase"],
                                     units="deg")]
-        sync_ranges(self)  # before the data, so the tree is current when they arrive
-        self.dte_signal.emit(DataToExport("RplIq", data=data))
-
-    def stop(self) -> str:
-        """A grab ends after its integration time: nothing to interrupt."""
-        return ""
-
-    def close(self) -> None:
-        """Give back this plugin's hold on the board; other plugins on it keep working."""
-        self._iq = None
-        close_board(self)
+        return DataToExport("RplIq", data=data)
 
 
 if __name__ == "__main__":

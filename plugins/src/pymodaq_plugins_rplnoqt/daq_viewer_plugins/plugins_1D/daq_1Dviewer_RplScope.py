@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pymodaq.control_modules.thread_commands import ThreadStatus
-from pymodaq.control_modules.viewer_utility_classes import DAQ_Viewer_base, comon_parameters, main
+from pymodaq.control_modules.viewer_utility_classes import comon_parameters, main
 from pymodaq.utils.data import Axis, DataFromPlugins, DataToExport
-from pymodaq_utils.utils import ThreadCommand
 
-from pymodaq_plugins_rplnoqt.common import (
-    board_params,
-    close_board,
-    commit_board_setting,
-    open_board,
-    report,
-    sync_ranges,
-)
+from pymodaq_plugins_rplnoqt.common import apply_values, board_params
 from pymodaq_plugins_rplnoqt.hardware.options import (
     DSP_SIGNALS,
     SCOPE_CHANNELS,
@@ -27,11 +18,12 @@ from pymodaq_plugins_rplnoqt.hardware.options import (
     nearest,
 )
 from pymodaq_plugins_rplnoqt.hardware.scope import SCOPE_SETTINGS, AcquisitionTimeout, ScopeDriver
+from pymodaq_plugins_rplnoqt.viewer import BoardViewer, GrabStopped
 
 _SETTINGS_TO_BOARD = set(SCOPE_SETTINGS)
 
 
-class DAQ_1DViewer_RplScope(DAQ_Viewer_base):
+class DAQ_1DViewer_RplScope(BoardViewer):
     """The Red Pitaya's 2-channel, 14-bit, 125 MS/s oscilloscope (PyRPL ``scope``), via rpl-noqt.
 
     Every grab is a fresh triggered acquisition of 16384 points per channel
@@ -67,49 +59,35 @@ class DAQ_1DViewer_RplScope(DAQ_Viewer_base):
          "tip": "how long a grab waits for the trigger beyond the curve's own duration"},
     ]
 
-    def ini_attributes(self) -> None:
-        self.controller = None
-        self._scope: ScopeDriver | None = None
+    def _bind(self) -> str:
+        self.driver = ScopeDriver(self.controller)
+        self._show(self.driver.read_settings())
+        return f"scope on {self.controller!r}"
 
-    def ini_detector(self, controller: Any = None) -> tuple[str, bool]:
-        """Join the board (or the master's), read the scope settings back from it."""
-        self.controller = open_board(self, controller)
-        try:
-            self._scope = ScopeDriver(self.controller)
-            self._show(self._scope.read_settings())
-        except BaseException:
-            close_board(self)
-            raise
-        return f"scope on {self.controller!r}", True
-
-    def _show(self, values: dict[str, Any]) -> None:
+    @staticmethod
+    def _normalised(values: dict[str, Any]) -> dict[str, Any]:
+        """The board's settings as the tree lists them (the duration as one of its list's floats)."""
         values = dict(values)
         values["duration"] = nearest("duration", values["duration"], SCOPE_DURATIONS)
-        for name, value in values.items():
-            param = self.settings.child(name)
-            if param.value() != value:
-                param.setValue(value)
+        return values
 
-    def commit_settings(self, param: Any) -> None:
-        """Send a changed setting to the board; a refused value is reported and the tree shows the board again."""
-        if commit_board_setting(self, param) or self._scope is None:
-            return
-        if param.name() in _SETTINGS_TO_BOARD:
-            try:
-                self._show(self._scope.configure(**{param.name(): param.value()}))
-            except Exception:
-                self._show(self._scope.read_settings())
-                raise
+    def _show(self, values: dict[str, Any]) -> None:
+        apply_values(self.settings, self._normalised(values))
 
-    def grab_data(self, Naverage: int = 1, **kwargs: Any) -> None:
-        """Acquire one fresh curve and emit it (PyMoDAQ calls this again and again when grabbing)."""
-        assert self._scope is not None, "grab before initialisation"
+    def _commit(self, name: str, value: Any) -> dict[str, Any] | None:
+        if name not in _SETTINGS_TO_BOARD:
+            return None
+        return self._normalised(self.driver.configure(**{name: value}))
+
+    def _read_back(self) -> dict[str, Any]:
+        return self._normalised(self.driver.read_settings())
+
+    def _acquire(self) -> DataToExport:
+        """One fresh curve; a trigger timeout stops the grab with its message."""
         try:
-            trace = self._scope.acquire(float(self.settings["trigger_timeout"]))
+            trace = self.driver.acquire(float(self.settings["trigger_timeout"]))
         except AcquisitionTimeout as exc:
-            report(self, str(exc))
-            self.emit_status(ThreadCommand(ThreadStatus.STOP))  # ends a snap or a continuous grab
-            return
+            raise GrabStopped(str(exc)) from exc
         channels = self.settings["channels"]
         arrays, labels = [], []
         if channels in ("ch1", "both"):
@@ -119,19 +97,9 @@ class DAQ_1DViewer_RplScope(DAQ_Viewer_base):
             arrays.append(trace.ch2)
             labels.append(f"ch2 ({trace.input2})")
         time_axis = Axis("time", units="s", data=np.asarray(trace.times), index=0)
-        sync_ranges(self)  # before the data, so the tree is current when they arrive
-        self.dte_signal.emit(DataToExport("RplScope", data=[
+        return DataToExport("RplScope", data=[
             DataFromPlugins(name="RplScope", data=arrays, dim="Data1D", labels=labels, units="V",
-                            axes=[time_axis])]))
-
-    def stop(self) -> str:
-        """Nothing runs between grabs: each grab ends with its curve (or its trigger timeout)."""
-        return ""
-
-    def close(self) -> None:
-        """Give back this plugin's hold on the board; other plugins on it keep working."""
-        self._scope = None
-        close_board(self)
+                            axes=[time_axis])])
 
 
 if __name__ == "__main__":
