@@ -10,6 +10,8 @@
 * A failed initialisation (unreachable host, closed port: emulated on
   loopback) posts its reason, without terminal colour codes, within the
   connect timeout, for actuators and viewers alike.
+* A board that goes away stops a grab with its reason (once), ends a move
+  with ``move_done``, and does not slow down closing.
 
 Set ``RPLNOQT_CLOSE_TIMES=<file>`` to append each measured time-to-close to
 that file (one JSON object a line), for the issue's before/after table.
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pmd_helpers import UnreachablePort, free_port, move_abs, set_setting, timed
+from pmd_helpers import UnreachablePort, free_port, move_abs, timed
 
 from pymodaq_plugins_rplnoqt.hardware import simulator
 

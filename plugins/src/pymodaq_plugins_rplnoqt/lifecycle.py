@@ -61,10 +61,6 @@ class Lifecycle:
         """True once close was asked for (the plugin does no new board work)."""
         return self._closing
 
-    @property
-    def is_open(self) -> bool:
-        return self._open and not self._closing
-
     def opened(self) -> None:
         """The plugin holds its board now (after a successful initialisation)."""
         with self._lock:
