@@ -199,6 +199,8 @@ def _kill_rounds(tmp_path: Path, rounds: int, mode: str, seed: int, budget_s: fl
                 continue
             try:
                 data = _load(config)
+                if data is None and previous is None and last == 0:
+                    continue  # killed before the first save ever: PyRPL's new, empty config (nothing lost)
                 held = (data["round"], data["i"])
             except Exception as exc:
                 stats["invalid"] += 1
