@@ -180,6 +180,11 @@ class DspBus:
 
     def _route(self, slot: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         if slot < MODULES:
+            plant = self.model.plant
+            if plant is not None and slot >= 5:  # an IQ module may demodulate a plant's slowly varying tone
+                out = plant.demodulated(self.blocks[slot], t, ctx, False)
+                if out is not None:
+                    return out
             return self.blocks[slot].output_signal(t, ctx)
         if slot in (8, 9):
             return self.model.asg[slot - 8].output(t)
@@ -188,6 +193,11 @@ class DspBus:
         if slot in (12, 13):
             return self.out_sum(slot - 11, t, ctx)
         if slot == 14:
+            plant = self.model.plant
+            if plant is not None:
+                out = plant.demodulated(self.blocks[7], t, ctx, True)
+                if out is not None:
+                    return out
             return self.blocks[7].second_quadrature(t, ctx)  # type: ignore[attr-defined]
         return np.zeros(t.shape)
 
@@ -221,11 +231,14 @@ class DspBus:
         return sat_volts(total) if saturate else total
 
     def analog_in(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
-        """ADC ``channel``: the loopback cable plus injected tones and noise."""
+        """ADC ``channel``: the loopback cable (or the plant driving it) plus injected tones and noise."""
         fe = self.model.analog
         lb = fe.loopback[channel]
         v = np.full(np.shape(t), lb.offset, dtype=float)
-        if lb.gain:
+        plant = self.model.plant
+        if plant is not None and plant.drives(channel):
+            v = v + plant.input(channel, t, ctx)
+        elif lb.gain:
             v = v + lb.gain * self.out_sum(channel, t - lb.delay, ctx)
         tones = fe.tone_spectrum(channel)
         v = v + tones.evaluate(t, ctx.rng, ctx.noise_scale)
@@ -283,7 +296,11 @@ class DspBus:
     def in_spectrum(self, channel: int, ctx: EvalContext) -> Spectrum:
         fe = self.model.analog
         lb = fe.loopback[channel]
-        out = self.out_spectrum(channel, ctx).scaled(lb.gain).delayed(lb.delay)
+        plant = self.model.plant
+        if plant is not None and plant.drives(channel):
+            out = plant.input_spectrum(channel, ctx)
+        else:
+            out = self.out_spectrum(channel, ctx).scaled(lb.gain).delayed(lb.delay)
         out.dc += lb.offset
         return out + fe.tone_spectrum(channel)
 

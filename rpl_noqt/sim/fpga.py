@@ -54,6 +54,9 @@ class FpgaModel:
         self._seed = seed
         #: model time at which the FPGA was last reloaded: its cycle counter counts from there
         self.loaded_at = 0.0
+        #: what is wired behind the outputs (``rpl_noqt.sim.plants``); None: the BNC cables.
+        #: Outside the FPGA, so a reload (:meth:`reset`) keeps it
+        self.plant: Any = None
         self._build()
 
     def _build(self) -> None:
@@ -158,6 +161,8 @@ class FpgaModel:
             dt_total = now - self._t_dyn
             if dt_total <= 0:
                 return
+            if self.plant is not None and self.plant.time_varying:
+                self._bump()  # a drifting plant has changed since the last access, as a register write would
             pids, rates = self._active_pids()
             if not pids:
                 self._t_dyn = now
@@ -195,6 +200,16 @@ class FpgaModel:
         return pids, rates
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------
+    def attach_plant(self, plant: Any) -> None:
+        """Wire ``plant`` (a :class:`rpl_noqt.sim.plants.Plant`) behind the outputs, or None for the cables."""
+        with self.lock, self.clock.held():  # one access, one instant
+            self.advance()
+            self._freeze_past()
+            self._bump()
+            if plant is not None:
+                plant.attach(self)
+            self.plant = plant
+
     def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:
         """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""
         with self.lock, self.clock.held():  # one access, one instant

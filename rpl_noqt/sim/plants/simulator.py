@@ -1,0 +1,72 @@
+"""``Simulator`` with a plant: ``Simulator(plant="fabry-perot")``.
+
+A subclass of :class:`rpl_noqt.sim.server.Simulator` (exported as
+``rpl_noqt.sim.Simulator``) that attaches a plant to its FPGA model and
+writes a PyRPL configuration for it.  Without ``plant`` it is the plain
+simulator (BNC cables out1 -> in1, out2 -> in2).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+import threading
+import weakref
+from typing import Any
+
+import yaml
+
+from ..fpga import FpgaModel
+from ..server import Simulator as _ServerSimulator
+from . import Plant, make_plant
+
+
+class Simulator(_ServerSimulator):
+    """The simulated Red Pitaya, optionally wired to a plant.
+
+    ``plant``: a name (``"fabry-perot"``, ``"low-pass"``, ``"resonator"``) or
+    a :class:`~rpl_noqt.sim.plants.Plant`; ``plant_params``: parameters for a
+    named plant (``{"linewidth": 100e3}``).  Other arguments as
+    :class:`rpl_noqt.sim.server.Simulator`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, plant: str | Plant | None = None,
+                 plant_params: dict[str, Any] | None = None, seed: int | None = None,
+                 model: FpgaModel | None = None, **kwargs: Any) -> None:
+        if plant is None and plant_params:
+            raise ValueError("plant_params needs a plant")
+        the_plant = None if plant is None else make_plant(plant, **(plant_params or {}))
+        super().__init__(host, port, seed=seed, model=model, **kwargs)
+        self._config_lock = threading.Lock()
+        self._config_dir: str | None = None
+        if the_plant is not None:
+            self.model.attach_plant(the_plant)
+
+    @property
+    def plant(self) -> Plant | None:
+        """The plant behind the outputs (None: cables)."""
+        return self.model.plant
+
+    @property
+    def pyrpl_config(self) -> pathlib.Path | None:
+        """What to pass as ``rpl_noqt.connect(..., config=...)`` for this plant.
+
+        A ``pathlib.Path`` to a YAML file this simulator writes (once, in a
+        temporary folder of its own, removed when the simulator is garbage
+        collected or the interpreter exits): PyRPL's lockbox set up for the
+        plant, ready for ``calibrate_all()`` and ``lock()``.  PyRPL saves its
+        calibrations there too; copy the file to keep them.  None without a
+        plant (an in-memory config).
+        """
+        plant = self.plant
+        if plant is None:
+            return None
+        with self._config_lock:
+            if self._config_dir is None:
+                self._config_dir = tempfile.mkdtemp(prefix="rpl-noqt-sim-config-")
+                weakref.finalize(self, shutil.rmtree, self._config_dir, True)
+            path = pathlib.Path(self._config_dir) / f"{plant.name.replace('-', '_')}.yml"
+            if not path.exists():
+                path.write_text(yaml.safe_dump(plant.pyrpl_config(), sort_keys=False))
+            return path
