@@ -220,3 +220,21 @@ def test_pid_lock_is_followed_by_the_sampler(board: Board) -> None:
     settings = pid.read_settings()
     assert settings["i"] == pytest.approx(-1000.0, rel=1e-3) and settings["input"] == "in2"
     assert not math.isnan(settings["ival"])
+
+
+@pytest.mark.parametrize(("module", "name", "declared_max"), [("asg0", "offset", 1.0), ("asg1", "offset", 1.0),
+                                                              ("pid1", "ival", 4.0)])
+def test_a_value_the_plugin_accepts_is_never_clamped_on_the_board(board: Board, module: str, name: str,
+                                                                   declared_max: float) -> None:
+    """The plugins' limits are what the register holds, not a declared maximum it cannot hold
+    (upstream declares asg offset <= 1 V and pid ival <= 4 V; the registers stop one code short)."""
+    from pymodaq_plugins_rplnoqt.hardware.limits import check_register, register_limits
+
+    rp_module = getattr(board.rp, module)
+    low, high = register_limits(rp_module, name)
+    assert float(getattr(type(rp_module), name).max) == declared_max and low < high < declared_max
+    with pytest.raises(SettingError, match=f"{name} = {declared_max} is out of range"):
+        check_register(name, declared_max, rp_module, name)
+    for value in (high, low):
+        setattr(rp_module, name, check_register(name, value, rp_module, name))
+        assert getattr(rp_module, name) == pytest.approx(value, abs=1e-9)  # taken as is: not clamped, not wrapped

@@ -1,7 +1,10 @@
 """Numeric limits of PyRPL registers, read from the live register descriptors.
 
 PyRPL silently clips out-of-range values (``pid.p = 5000`` gives 2048); the
-plugins refuse them instead, naming the limits taken from here.
+plugins refuse them instead, naming the limits taken from here: what the
+register really holds (rpl-noqt's value checks narrow a declared maximum the
+register cannot hold, e.g. ``asg0.offset`` takes at most 8191/8192 V, not
+1 V), so a value the plugin accepts is never clamped on the board.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ __all__ = ("register_limits", "check_register")
 
 
 def register_limits(module: Any, name: str) -> tuple[float, float]:
-    """``(min, max)`` of attribute ``name`` of a PyRPL module, as its descriptor declares them."""
-    descriptor = getattr(type(module), name)
-    return float(descriptor.min), float(descriptor.max)
+    """``(min, max)`` attribute ``name`` of a PyRPL hardware module really takes."""
+    from rpl_noqt.board.values import effective_bounds
+
+    low, high = effective_bounds(getattr(type(module), name), hardware=True)
+    return float(low), float(high)
 
 
 def check_register(setting: str, value: Any, module: Any, name: str, unit: str = "", scale: float = 1.0) -> float:
