@@ -20,8 +20,8 @@ def _session(sim):
     return rpl_noqt.connect(sim.host, sim.port, ssh=False, config=sim.pyrpl_config)
 
 
-def _na_errors(na, plant, **setup):
-    na.setup(average_per_point=1, input="in1", output_direct="out1", acbandwidth=0, trace_average=1,
+def _na_errors(na, plant, acbandwidth=0, **setup):
+    na.setup(average_per_point=1, input="in1", output_direct="out1", acbandwidth=acbandwidth, trace_average=1,
              running_state="stopped", **setup)
     measured = na.single()
     model = plant.transfer_function(na.frequencies)
@@ -94,3 +94,111 @@ def test_pyrpl_lockbox_locks_the_low_pass():
         assert s.rp.sampler.in1 == pytest.approx(lockbox.sequence[-1].setpoint, abs=3e-3)
         lockbox.unlock()
         assert s.rp.sampler.in1 == pytest.approx(0.0, abs=3e-3)
+
+
+# -- fabry-perot ---------------------------------------------------------------------------------
+
+
+def _quiet_cavity(**params):
+    """A cavity without drift or acoustic noise (deterministic detuning)."""
+    return Simulator(plant="fabry-perot", seed=1, plant_params={"drift": 0.0, "acoustic": 0.0, **params})
+
+
+def test_fabry_perot_signals_are_pyrpls_model():
+    """After PyRPL's own calibration, transmission, reflection and the IQ's PDH signal at a
+    given detuning are what PyRPL's FabryPerot model expects there (PDH: FPPdh._pdh_normalized)."""
+    with _quiet_cavity() as sim, _session(sim) as s:
+        lockbox = s.pyrpl.lockbox
+        assert type(lockbox).__name__ == "FabryPerot"
+        assert lockbox._bandwidth_in_Hz == pytest.approx(sim.plant.hwhm_hz, rel=1e-6)
+        assert lockbox._bandwidth_in_m == pytest.approx(sim.plant.hwhm_m, rel=1e-6)
+        lockbox.calibrate_all()
+        lockbox.unlock()  # piezo at 0 V: the detuning is the plant's static one
+        for x in (-2.0, -1.0, -0.4, 0.0, 0.3, 1.0, 3.0):
+            sim.plant.detuning = x
+            for name in ("transmission", "reflection", "pdh"):
+                inp = lockbox.inputs[name]
+                span = inp.calibration_data.max - inp.calibration_data.min
+                # the mean over many sampler reads: in2 also carries the 500 kHz PDH beat, which
+                # single reads catch at random phases (as on a board)
+                measured = inp.stats(t=0.3 if name == "reflection" else 0.01)[0]
+                expected = inp.expected_signal(x)
+                assert abs(measured - expected) < 0.05 * span, (name, x, measured, expected)
+
+
+def test_fabry_perot_network_analyzer_matches_the_model():
+    """out1 -> in1 on the side of the fringe: piezo pole times the fringe's slope.
+
+    Half the maximum transmission sits on in1: the NA's input high-pass keeps that DC level
+    from leaking through its demodulation (as on a board), PyRPL divides its response out."""
+    with _quiet_cavity(detuning=-1.0) as sim, _session(sim) as s:
+        s.pyrpl.lockbox.unlock()
+        db, deg = _na_errors(s.pyrpl.networkanalyzer, sim.plant, start_freq=500.0, stop_freq=50e3, points=31,
+                             rbw=50.0, amplitude=0.005, logscale=True, acbandwidth=50.0)
+        print(f"fabry-perot: NA vs model within {db:.3f} dB, {deg:.3f} deg")
+        assert db < 1.0 and deg < 5.0
+
+
+def _lock(s, sim):
+    lockbox = s.pyrpl.lockbox
+    lockbox.calibrate_all()
+    t0 = time.monotonic()
+    assert lockbox.lock(), "PyRPL's lock sequence did not end locked"
+    return lockbox, time.monotonic() - t0, lockbox.inputs.transmission.calibration_data.max
+
+
+def test_lockbox_locks_the_cavity_through_drift_and_unlock_drifts_off():
+    """calibrate_all() + lock(): locked, transmission near its maximum while the cavity drifts
+    (10x the default drift speed for 6 s: the drift of 60 s); unlock() lets it drift off."""
+    with Simulator(plant="fabry-perot", seed=2, plant_params={"drift_period": 6.0}) as sim, _session(sim) as s:
+        lockbox, lock_time, t_max = _lock(s, sim)
+        assert lock_time < 5
+        worst, piezo = 1.0, []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6.0:
+            time.sleep(0.25)
+            worst = min(worst, s.rp.sampler.in1 / t_max)
+            piezo.append(s.rp.sampler.out1)
+        print(f"locked in {lock_time:.2f} s; transmission >= {worst:.3f} of max over 6 s, "
+              f"piezo moved {np.ptp(piezo):.3f} V")
+        assert lockbox.is_locked()
+        assert worst > 0.9
+        assert np.ptp(piezo) > 0.05  # the lock did follow a drift
+        lockbox.unlock(reset_offset=False)  # the piezo stays where it was: only the drift moves
+        time.sleep(2.0)
+        assert s.rp.sampler.in1 / t_max < 0.5
+        assert not lockbox.is_locked()
+
+
+def test_auto_relock_recovers_from_a_kick():
+    with Simulator(plant="fabry-perot", seed=3) as sim, _session(sim) as s:
+        lockbox, _, t_max = _lock(s, sim)
+        lockbox.lockstatus_interval = 0.2
+        lockbox.auto_lock = True
+        step = sim.plant.kick()
+        assert abs(step) > 1.5 * lockbox.inputs.pdh.mod_freq / sim.plant.hwhm_hz  # beyond the PDH capture range
+        time.sleep(0.3)
+        assert s.rp.sampler.in1 / t_max < 0.1  # the kick unlocked the cavity
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and not (lockbox.current_state == "lock_on" and lockbox.is_locked()):
+            time.sleep(0.1)
+        relock = time.monotonic() - t0
+        print(f"relocked {relock:.2f} s after a kick of {step:+.1f} HWHM")
+        assert relock < 10
+        time.sleep(0.5)
+        assert s.rp.sampler.in1 / t_max > 0.9
+        lockbox.auto_lock = False
+
+
+@pytest.mark.slow
+def test_lock_holds_for_60_s_of_default_drift():
+    with Simulator(plant="fabry-perot", seed=4) as sim, _session(sim) as s:
+        lockbox, _, t_max = _lock(s, sim)
+        worst = 1.0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60.0:
+            time.sleep(1.0)
+            worst = min(worst, s.rp.sampler.in1 / t_max)
+        print(f"transmission >= {worst:.3f} of max over 60 s")
+        assert lockbox.is_locked()
+        assert worst > 0.95

@@ -78,7 +78,7 @@ class Plant:
         values = dict(self.defaults)
         values.update(params)
         self._params = self._validate(values)
-        self._tones_cache: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._tones_cache: dict[int, tuple[Any, np.ndarray, np.ndarray, float]] = {}
 
     # -- parameters ----------------------------------------------------------------------
     def _validate(self, values: dict[str, float]) -> dict[str, float]:
@@ -142,6 +142,11 @@ class Plant:
         return self.model.clock.now()
 
     # -- what the outputs send ---------------------------------------------------------------
+    def out_dc(self, channel: int) -> float:
+        """The steady-state (DC) value of DAC ``channel`` now, from the same evaluation as :meth:`out_tones`."""
+        self.out_tones(channel)
+        return self._tones_cache[channel][3]
+
     def out_tones(self, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """``(freqs, amps)``: the steady-state tones of DAC ``channel`` now (phasor view).
 
@@ -157,9 +162,10 @@ class Plant:
             return cached[1], cached[2]
         if cached is not None and cached[0] is None:  # being computed: a nested request
             return np.zeros(0), np.zeros(0, dtype=complex)
-        self._tones_cache[channel] = (None, np.zeros(0), np.zeros(0, dtype=complex))
+        self._tones_cache[channel] = (None, np.zeros(0), np.zeros(0, dtype=complex), 0.0)
         try:
             s = self.model.bus.out_spectrum(channel, EvalContext(None, 0.0))
+            dc = float(np.clip(s.dc, -1.0, 1.0))
             freqs = np.asarray(s.freqs, dtype=float)
             amps = np.asarray(s.amps, dtype=complex)
             keep = (freqs > 0) & (np.abs(amps) > 1e-12)
@@ -167,7 +173,7 @@ class Plant:
         except BaseException:
             self._tones_cache.pop(channel, None)
             raise
-        self._tones_cache[channel] = (key, freqs, amps)
+        self._tones_cache[channel] = (key, freqs, amps, dc)
         return freqs, amps
 
     def out_voltage(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:

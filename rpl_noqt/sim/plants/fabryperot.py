@@ -83,7 +83,9 @@ from ..iq import INPUT_FILTER, PIPELINE_CYCLES
 from ..signals import CYCLE, Spectrum, sat_volts
 from .base import Plant, check_number
 
-C_LIGHT = 299792458.0
+#: the speed of light as PyRPL's FabryPerot.free_spectral_range takes it (2.998e8), so that the
+#: round-trip length in the shipped config gives PyRPL exactly the plant's linewidth
+C_LIGHT = 2.998e8
 #: tones of out1 smaller than this (HWHM of detuning) appear linearised in the phasor view
 SMALL_SIGNAL = 0.3
 _DRIFT_PERIODS = np.array([1.0, 0.53, 0.29, 0.17])
@@ -251,9 +253,8 @@ class FabryPerot(Plant):
         key = (self.model.version, now, len(self._kicks))
         if self._state_cache is not None and self._state_cache[0] == key:
             return self._state_cache[1]
-        state_ctx = EvalContext(None, 0.0)
-        state_ctx.stack = {("sig", n) for n in range(8)}  # every module answers from its state
-        x = float(self.detuning_at(np.array([now]), state_ctx)[0])
+        # the operating point: out1's steady-state (DC) value, tones (a sweep, the NA's) left out
+        x = self.hwhm_per_volt * self.out_dc(1) + float(self.disturbance(np.array([now]))[0])
         omega, amps, s, c0, side = self._eom()
         state = {"x": x, "omega": omega, "amps": amps, "s": s, "c0": c0, "side": side}
         state["c"] = self._pdh(np.array([x]), state)[:, 0]
@@ -372,7 +373,7 @@ class FabryPerot(Plant):
                 "setpoint_unit": "bandwidth",
                 "default_sweep_output": "piezo",
                 "is_locked_threshold": 1.0,
-                "lockstatus_interval": 1.0,
+                "lockstatus_interval": 1.0,  # PyRPL default
                 "auto_lock": False,
                 "inputs": {
                     "transmission": {"input_signal": "in1"},

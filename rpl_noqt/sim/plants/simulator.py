@@ -21,6 +21,9 @@ from ..fpga import FpgaModel
 from ..server import Simulator as _ServerSimulator
 from . import Plant, make_plant
 
+#: with a time-varying plant, the model is stepped at least this often (s of wall time)
+TICK = 0.05
+
 
 class Simulator(_ServerSimulator):
     """The simulated Red Pitaya, optionally wired to a plant.
@@ -40,8 +43,44 @@ class Simulator(_ServerSimulator):
         super().__init__(host, port, seed=seed, model=model, **kwargs)
         self._config_lock = threading.Lock()
         self._config_dir: str | None = None
+        self._ticker: threading.Thread | None = None
+        self._ticking = threading.Event()
         if the_plant is not None:
             self.model.attach_plant(the_plant)
+
+    # -- the plant's own time ------------------------------------------------------------------
+    def start(self) -> Simulator:
+        super().start()
+        plant = self.plant
+        if plant is not None and plant.time_varying and self._ticker is None:
+            self._ticking.clear()
+            self._ticker = threading.Thread(target=self._tick, name=f"rpl-sim-plant-{self.port}", daemon=True)
+            self._ticker.start()
+        return self
+
+    def stop(self) -> None:
+        self._ticking.set()
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.join(5)
+        super().stop()
+
+    def _tick(self) -> None:
+        """Step the model every ``TICK`` s while a drifting plant is attached.
+
+        A board runs all the time; the model only computes when asked.  The
+        PID integrators are stepped implicitly over the loop's tabulated
+        feedback, which is exact only while that feedback is monotonic over the
+        output range; a PDH error signal is not, and steps longer than a few
+        milliseconds (an idle client: at most 256 steps per access) then fall
+        back to explicit Euler, which a fast lock does not survive.  Stepping
+        every ``TICK`` keeps the integrator steps at 1 ms or shorter whatever
+        the clients do (a limitation of ``pid._Loop``, worked around here).
+        """
+        model = self.model
+        while not self._ticking.wait(TICK):
+            with model.lock, model.clock.held():
+                model.advance()
 
     @property
     def plant(self) -> Plant | None:
