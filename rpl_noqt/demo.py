@@ -11,6 +11,14 @@ server), opens one session, then concurrently:
 It prints what it measured and exits non-zero if a measurement is off or any
 thread failed. ``--plot FILE.png`` draws the traces (needs matplotlib: the
 ``plot`` extra).
+
+``--lock`` instead puts the ``fabry-perot`` plant behind the simulated board
+(see ``docs/simulator.md``) and runs PyRPL's own lockbox on it, as a user
+would: ``calibrate_all()`` sweeps the piezo and calibrates transmission,
+reflection and the PDH error signal, then ``lock()`` runs the lock sequence
+(side of fringe, then PDH) while a second thread samples transmission, error
+signal and piezo voltage; it prints the lock time and how close to its
+maximum the transmission stays, and ``--plot`` draws the acquisition.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setpoint", type=float, default=0.3, help="PID setpoint in V (default 0.3)")
     parser.add_argument("--seconds", type=float, default=3.0, help="how long the threads run (default 3)")
     parser.add_argument("--plot", metavar="FILE.png", default=None, help="write a picture of the traces")
+    parser.add_argument("--lock", action="store_true",
+                        help="lock a simulated Fabry-Perot cavity with PyRPL's lockbox instead (sweep, calibrate, lock)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -171,8 +181,128 @@ def _plot(result: DemoResult, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+@dataclass
+class LockDemoResult:
+    calibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # input -> (min, max)
+    lock_time: float = float("nan")
+    locked: bool = False
+    trace: list[tuple[float, float, float, float]] = field(default_factory=list)  # (t, in1, error, out1)
+    lock_started: float = 0.0
+    t_max: float = float("nan")
+    errors: list[str] = field(default_factory=list)
+
+    def held(self, after: float) -> float:
+        """Lowest transmission, relative to its calibrated maximum, from ``after`` s past the lock's start."""
+        tail = [v for t, v, _, _ in self.trace if t >= self.lock_started + after]
+        return min(tail) / self.t_max if tail else float("nan")
+
+
+def run_lock_demo(host: str, port: int, config: Any, seconds: float) -> LockDemoResult:
+    """Calibrate and lock the cavity with PyRPL's lockbox, sampling it from a second thread."""
+    import rpl_noqt
+
+    result = LockDemoResult()
+    with rpl_noqt.connect(host, port, ssh=False, config=config) as session:
+        lockbox = session.pyrpl.lockbox
+        lockbox.calibrate_all()
+        for name in ("transmission", "reflection", "pdh"):
+            data = lockbox.inputs[name].calibration_data
+            result.calibration[name] = (float(data.min), float(data.max))
+        result.t_max = result.calibration["transmission"][1]
+        error_signal = lockbox.inputs.pdh.signal()
+        sampler = session.rp.sampler
+        stop = threading.Event()
+        start = time.monotonic()
+
+        def sample() -> None:
+            try:
+                while not stop.is_set():
+                    result.trace.append((time.monotonic() - start, float(sampler.in1),
+                                         float(getattr(sampler, error_signal)), float(sampler.out1)))
+                    time.sleep(0.005)
+            except Exception as exc:  # reported in the summary
+                logger.exception("lock demo sampler failed")
+                result.errors.append(f"sampler: {exc!r}")
+
+        thread = threading.Thread(target=sample, name="lock-sampler")
+        thread.start()
+        try:
+            time.sleep(0.2)  # before: the piezo still sweeps, as calibrate_all() left it
+            result.lock_started = time.monotonic() - start
+            result.locked = bool(lockbox.lock())
+            result.lock_time = time.monotonic() - start - result.lock_started
+            time.sleep(seconds)
+            result.locked = result.locked and bool(lockbox.is_locked())
+        finally:
+            stop.set()
+            thread.join(10)
+        lockbox.unlock()
+    return result
+
+
+def _plot_lock(result: LockDemoResult, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, trans, err, piezo = (np.array(c) for c in zip(*result.trace))
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    for ax, y, label in zip(axes, (trans, err, piezo),
+                            ("transmission in1 [V]", "PDH error (IQ) [V]", "piezo out1 [V]"), strict=True):
+        ax.plot(t, y, lw=0.8)
+        ax.set_ylabel(label)
+        ax.axvline(result.lock_started, color="k", ls=":", lw=0.8)
+        ax.axvline(result.lock_started + result.lock_time, color="g", ls="--", lw=0.8)
+    axes[0].axhline(result.t_max, color="r", ls="--", lw=0.8, label="calibrated maximum")
+    axes[0].legend(loc="lower right")
+    axes[0].set_title(f"PyRPL's FabryPerot lockbox on the simulated cavity: locked in {result.lock_time:.2f} s")
+    axes[-1].set_xlabel("time [s] (dotted: lock() called, dashed: lock() returned)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    import pathlib
+    import tempfile
+
+    from .sim.plants import FabryPerot
+
+    with contextlib.ExitStack() as stack:
+        if args.host is not None:  # a running `rpl-noqt sim --plant fabry-perot` with default parameters
+            host, port = args.host, args.port
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="rpl-noqt-lock-demo-"))
+            config = pathlib.Path(folder) / "fabry_perot.yml"
+            import yaml
+
+            config.write_text(yaml.safe_dump(FabryPerot().pyrpl_config(), sort_keys=False))
+        else:
+            from .sim import Simulator
+
+            sim = stack.enter_context(Simulator(plant="fabry-perot"))
+            host, port, config = sim.host, sim.port, sim.pyrpl_config
+            print(f"simulated Red Pitaya with a {sim.plant.describe()} on {host}:{port}")
+        result = run_lock_demo(host, port, config, args.seconds)
+    for name, (lo, hi) in result.calibration.items():
+        print(f"calibration sweep: {name} from {lo:+.3f} V to {hi:+.3f} V")
+    held = result.held(result.lock_time)
+    print(f"lock(): {'locked' if result.locked else 'NOT locked'} in {result.lock_time:.2f} s; "
+          f"transmission stayed >= {held:.1%} of its maximum for the following {args.seconds:g} s "
+          f"({len(result.trace)} samples of transmission, error signal and piezo)")
+    ok = result.locked and held > 0.9 and not result.errors
+    for error in result.errors:
+        print(f"ERROR {error}")
+    if args.plot and result.trace:
+        _plot_lock(result, args.plot)
+        print(f"lock acquisition written to {args.plot}")
+    print("lock demo OK" if ok else "lock demo FAILED")
+    return 0 if ok else 1
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.lock:
+        return run_lock(args)
     with _board(args) as (host, port):
         result = run_demo(host, port, args.frequency, args.amplitude, args.setpoint, args.seconds)
     ok = not result.errors and bool(result.scope_fits) and bool(result.pid_trace)

@@ -7,7 +7,9 @@ import logging
 import signal
 import threading
 
-from .server import ClientPolicy, Simulator
+from .plants import PLANTS
+from .plants.simulator import Simulator
+from .server import ClientPolicy
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the noise generator")
     parser.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
                         help="white noise (V rms) on both inputs, like a board's ADCs (default 0: noiseless)")
+    parser.add_argument("--plant", default=None, choices=sorted(PLANTS),
+                        help="a physical system behind the outputs instead of the cables (see docs/simulator.md)")
+    parser.add_argument("--plant-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a plant parameter, e.g. --plant-param linewidth=1e5 (repeatable)")
+
+
+def _plant_params(args: argparse.Namespace) -> dict[str, float]:
+    params: dict[str, float] = {}
+    for item in args.plant_param:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            params[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--plant-param wants NAME=NUMBER, got {item!r}") from None
+    if params and args.plant is None:
+        raise SystemExit("--plant-param needs --plant")
+    return params
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,13 +54,23 @@ def run(args: argparse.Namespace) -> int:
         log.info("signal %d: stopping", signum)
         stop.set()
 
+    params = _plant_params(args)
+    try:
+        sim = Simulator(args.host, args.port, client_policy=args.client_policy, seed=args.seed,
+                        plant=args.plant, plant_params=params or None)
+    except ValueError as exc:
+        raise SystemExit(f"rpl-noqt sim: {exc}") from None
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Simulator(args.host, args.port, client_policy=args.client_policy, seed=args.seed) as sim:
+        with sim:
             if args.noise:
                 for channel in (1, 2):
                     sim.model.set_loopback(channel, noise=args.noise)
             print(f"rpl-noqt sim listening on {sim.host}:{sim.port}", flush=True)
+            if sim.plant is not None:
+                print(f"plant: {sim.plant.describe()}", flush=True)
+                print(f"PyRPL config for it: {sim.pyrpl_config} "
+                      f"(rpl_noqt.connect(host, port, ssh=False, config=pathlib.Path(...)))", flush=True)
             while not stop.wait(0.5):
                 pass
     finally:

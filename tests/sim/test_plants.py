@@ -202,3 +202,33 @@ def test_lock_holds_for_60_s_of_default_drift():
         print(f"transmission >= {worst:.3f} of max over 60 s")
         assert lockbox.is_locked()
         assert worst > 0.95
+
+
+def test_demo_lock_sweeps_calibrates_and_locks(tmp_path, capsys):
+    from rpl_noqt.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--lock", "--seconds", "1", "--plot", str(tmp_path / "lock.png")])
+    assert args._run(args) == 0
+    out = capsys.readouterr().out
+    assert "calibration sweep: pdh" in out and "lock demo OK" in out
+    assert (tmp_path / "lock.png").stat().st_size > 10_000
+
+
+def test_sim_cli_serves_a_plant_and_its_config():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "rpl_noqt.cli", "sim", "--port", "0", "--plant", "low-pass",
+                             "--plant-param", "cutoff=2000"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+    assert lines[0].startswith("rpl-noqt sim listening on 127.0.0.1:")
+    assert "low-pass(cutoff=2000, gain=1)" in lines[1]
+    assert "low_pass.yml" in lines[2]
+    bad = subprocess.run([sys.executable, "-m", "rpl_noqt.cli", "sim", "--port", "0", "--plant", "low-pass",
+                          "--plant-param", "cutof=1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown low-pass parameter(s) ['cutof']" in bad.stderr
