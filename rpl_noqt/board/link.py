@@ -200,21 +200,21 @@ class Link:
                   deadline: float) -> Any:
         sock = self.socket
         assert sock is not None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if time.monotonic() >= deadline:
             raise socket.timeout()
-        sock.settimeout(remaining)
         sent = self._sent
         _HEADER.pack_into(sent, 0, command, 0, length, addr)
+        try:
+            sock.sendall(sent if payload is None else bytes(sent) + payload.tobytes())
+        except (BlockingIOError, socket.timeout) as exc:  # send buffer full for a whole tick: out of step
+            raise _LinkFault("the board does not take the request") from exc
         if payload is None:
-            sock.sendall(sent)
             reply = bytearray(HEADER_SIZE + 4 * length)
             self._receive(sock, memoryview(reply), deadline)
             if reply[:HEADER_SIZE] != sent:
                 raise _LinkFault(f"the reply header {bytes(reply[:HEADER_SIZE]).hex()} does not echo the "
                                  f"request {bytes(sent).hex()} (stream out of sync)")
             return np.frombuffer(reply, dtype="<u4", offset=HEADER_SIZE)
-        sock.sendall(bytes(sent) + payload.tobytes())
         self._receive(sock, self._echo_view, deadline)
         if self._echo != sent:
             raise _LinkFault(f"the reply header {bytes(self._echo).hex()} does not echo the "
@@ -223,17 +223,18 @@ class Link:
 
     @staticmethod
     def _receive(sock: socket.socket, view: memoryview, deadline: float) -> None:
+        """Fill ``view``; the socket wakes up every tick (see :func:`_set_tick`) to check ``deadline``."""
         got, size = 0, len(view)
         while got < size:
-            n = sock.recv_into(view[got:])
+            try:
+                n = sock.recv_into(view[got:])
+            except (BlockingIOError, socket.timeout):  # a tick without data
+                if time.monotonic() >= deadline:
+                    raise socket.timeout() from None
+                continue
             if n == 0:
                 raise _LinkFault("the board closed the connection")
             got += n
-            if got < size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout()
-                sock.settimeout(remaining)
 
     # -- connecting ----------------------------------------------------------------------------
     def reconnect(self, operation: str, deadline: float, *, address: int | None = None) -> None:
@@ -289,6 +290,7 @@ class Link:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        _set_tick(sock, min(TICK_S, self.policy.io_timeout))
         self.socket = sock
 
     def _restart_server_once(self) -> None:
@@ -329,6 +331,30 @@ class Link:
             except OSError:
                 pass
 
+
+
+#: longest a blocked send or receive waits before the deadline is looked at again
+TICK_S = 0.1
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _set_tick(sock: socket.socket, seconds: float) -> None:
+    """Let the kernel bound each blocking call to ``seconds``.
+
+    A blocking socket with ``SO_RCVTIMEO``/``SO_SNDTIMEO`` costs one system
+    call per receive; a Python-level timeout adds a ``poll()`` before each,
+    and changing it per request one more. Deadlines are checked between
+    ticks. Where the options are not available, a Python timeout of one tick
+    does the same job a little slower.
+    """
+    try:
+        whole = int(seconds)
+        value = _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except (OSError, AttributeError, struct.error):
+        sock.settimeout(seconds)
 
 
 def _describe(exc: BaseException) -> str:
