@@ -9,7 +9,7 @@ gain, V/V).
 
 Its PyRPL configuration is a ``Linear`` lockbox that locks in1 to 0.3 V with
 out1.  PyRPL's PID subtracts the setpoint from its input
-(``error <= dat_i_filtered - set_sp``, ``red_pitaya_pid_block.v`` line 193 in
+(``error <= dat_i_filtered - set_sp``, ``red_pitaya_pid_block.v`` line 205 in
 pyrpl-fpga/pyrpl), so a positive ``i`` integrates upwards while the input is
 above the setpoint: PyRPL's lockbox closes a negative-feedback loop only when
 ``output.dc_gain`` has the opposite sign of the plant's real gain (PyRPL's own

@@ -13,10 +13,10 @@ Parameters (defaults): ``f0`` 100 kHz, ``q`` 100 (quality factor), ``dc_gain``
 0.01 V/V (so the peak gain ``Q dc_gain`` is 1).
 
 Its PyRPL configuration: a ``Linear`` lockbox that holds in1's DC level at
-5 mV with out1 (the quasi-static response, gain ``dc_gain``; the sign of
-``output.dc_gain`` is inverted for PyRPL's PID, see :mod:`.lowpass`), and
-iq0 set up as a lock-in at ``f0`` demodulating in1 while it drives out2 (the
-resonator is on out1: connect ``iq0.output_direct`` to out1 to excite it).
+``dc_gain / 2`` with out1 (the quasi-static response; the sign of
+``output.dc_gain`` is inverted for PyRPL's PID, see :mod:`.lowpass`).  For
+the mode itself use an IQ module or the network analyzer (``output_direct``
+out1, input in1).
 """
 
 from __future__ import annotations
