@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rpl_noqt.demo", "drive a simulated board from several threads and report"),
     "patches": ("rpl_noqt.patches_cli", "activate the shim and print the patch record"),
     "compat": ("rpl_noqt.compat.cli", "run PyRPL's own test suite under the shim on the simulator"),
+    "serve": ("rpl_noqt.remote.cli", "serve a board to other processes and PCs over LECO (leco://NAME)"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = (
     "ActivationError",
     "BoardConnectionError",
+    "BoardLockedError",
     "BoardTimeoutError",
     "GuiUnavailableError",
     "LoopThreadError",
@@ -68,6 +69,32 @@ class BoardConnectionError(ConnectionError):
 
 class BoardTimeoutError(BoardConnectionError, TimeoutError):
     """The board did not answer within the I/O deadline (it is also a ``TimeoutError``)."""
+
+
+class BoardLockedError(RuntimeError):
+    """Another client holds the board's lock (or the lock of this part of it).
+
+    Raised by a remote session (``rpl_noqt.connect("leco://NAME")``) when a
+    write or a state-changing call is refused because another client holds
+    the LECO lock, or when taking the lock did not succeed in time. ``holder``
+    is the LECO name of the client holding it, ``resource`` what it locked
+    (None: the whole board).
+    """
+
+    def __init__(self, board: str, holder: str, resource: str | None = None, *, operation: str = "write") -> None:
+        self.board = board
+        self.holder = holder
+        self.resource = resource
+        self.operation = operation
+        what = "the board" if resource is None else f"{resource!r}"
+        super().__init__(f"board {board}: {operation} refused: {what} is locked by {holder!r}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_locked_error, (self.board, self.holder, self.resource, self.operation))
+
+
+def _rebuild_locked_error(board: str, holder: str, resource: str | None, operation: str) -> BoardLockedError:
+    return BoardLockedError(board, holder, resource, operation=operation)
 
 
 def _rebuild_board_error(cls: type[BoardConnectionError], board: str, operation: str, cause: str,

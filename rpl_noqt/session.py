@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .board import policy as link_policy
 from .board import values
@@ -30,6 +30,9 @@ from .board.configfile import ConfigNameError, check_writable, resolve_config
 from .board.policy import LinkPolicy
 from .errors import BoardConnectionError
 from .locks import DeviceLock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .remote.client import RemoteSession
 
 __all__ = ("Session", "SessionConfigError", "connect", "open_sessions")
 
@@ -268,8 +271,12 @@ def open_sessions() -> list[Session]:
 
 def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] | None = _UNSET,
             ssh: bool = _UNSET, connect_timeout: float | None = None, io_timeout: float | None = None,
-            strict: bool = _UNSET, **pyrpl_kwargs: Any) -> Session:
+            strict: bool = _UNSET, **pyrpl_kwargs: Any) -> Session | RemoteSession:
     """Open (or join) the session of the board at ``hostname:port``.
+
+    ``hostname="leco://NAME"`` (or ``"leco://NAME@HOST:PORT"``) instead joins a
+    board that ``rpl-noqt serve`` serves, and returns a
+    :class:`~rpl_noqt.remote.client.RemoteSession` (see docs/remote.md).
 
     Parameters
     ----------
@@ -309,6 +316,9 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
     chained to its failure. Connecting one board never holds up joining,
     listing or closing the others.
     """
+    if isinstance(hostname, str) and hostname.startswith("leco://"):  # served by another process
+        return _connect_leco(hostname, port, config=config, ssh=ssh, strict=strict, connect_timeout=connect_timeout,
+                             io_timeout=io_timeout, **pyrpl_kwargs)
     from .activation import activate
 
     activate()  # idempotent; refuses if pyrpl already runs on real Qt
@@ -373,6 +383,16 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
         with _REGISTRY_LOCK:
             _CONNECTING.pop(key, None)
         pending.done.set()
+
+
+def _connect_leco(url: str, port: int, *, config: Any, ssh: Any, strict: Any, **kwargs: Any) -> RemoteSession:
+    from .remote.client import connect_remote
+
+    board_side = sorted(n for n, v in (("config", config), ("ssh", ssh), ("strict", strict)) if v is not _UNSET)
+    if board_side or port != 2222:
+        raise SessionConfigError(f"{url}: {', '.join(board_side or ['port'])} belong(s) to the board server "
+                                 "(rpl-noqt serve), not to a leco:// client")
+    return connect_remote(url, **kwargs)
 
 
 class _Connecting:

@@ -1,0 +1,441 @@
+"""``rpl_noqt.connect("leco://NAME")``: a board served by another process, used like a Session.
+
+``remote.rp.asg0.frequency = 1e3``, ``remote.rp.scope.single()`` and
+``with remote.lock:`` read as they do in-process; behind them each access
+is one LECO request to the board server (:mod:`.server`). The proxies offer
+exactly the server's registry: a name outside it raises
+:class:`~rpl_noqt.remote.errors.RemoteNameError` (an ``AttributeError``)
+before anything is sent, and ``dir()`` lists what is there.
+
+Errors come back as the exceptions an in-process user sees, rebuilt from
+the reply's data (never unpickled): ``BoardConnectionError`` and
+``BoardTimeoutError`` from the board's link, ``ValueError``/``TypeError``
+from a bad value, :class:`~rpl_noqt.errors.BoardLockedError` when another
+client holds the lock. A server that is gone is a ``BoardConnectionError``
+too, within the link's silence limit, and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from ._deps import require_pyleco
+
+require_pyleco()
+
+from pyleco.json_utils.errors import JSONRPCError  # noqa: E402
+
+from .._compat import TESTED_PYRPL_VERSIONS  # noqa: E402
+from ..board.policy import LinkPolicy  # noqa: E402
+from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError  # noqa: E402
+from . import payloads  # noqa: E402
+from .errors import RegistryMismatchError, RemoteCallError, RemoteNameError  # noqa: E402
+from .link import LecoLink  # noqa: E402
+from .registry import MethodSpec, ModuleSpec, Registry  # noqa: E402
+from .wire import ErrorCode, LecoAddress, parse_leco_url  # noqa: E402
+
+__all__ = ("RemoteLock", "RemoteModule", "RemoteSession", "connect_remote")
+
+logger = logging.getLogger(__name__)
+
+_names = itertools.count(1)
+_SHORT: Any = object()
+_SESSIONS: dict[LecoAddress, RemoteSession] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _client_name() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:24]
+    return f"rplc-{host}-{os.getpid()}-{next(_names)}"
+
+
+def _error_from_reply(exc: JSONRPCError, board: str) -> Exception:
+    """The exception a server's JSON-RPC error stands for, rebuilt from its data (no pickle)."""
+    error = exc.rpc_error
+    data = error.data if isinstance(error.data, dict) else {}
+    if error.code == ErrorCode.LOCKED:
+        return BoardLockedError(str(data.get("board", board)), str(data.get("holder", "?")), data.get("resource"),
+                                operation=str(data.get("operation", "write")))
+    if error.code == ErrorCode.REFUSED:
+        return RemoteNameError(f"{board}: refused by the server: {error.message}")
+    if error.code == ErrorCode.BOARD_CONNECTION:
+        cls = BoardTimeoutError if data.get("timeout") else BoardConnectionError
+        address = data.get("address")
+        return cls(str(data.get("board", board)), str(data.get("operation", "?")), str(data.get("cause", "?")),
+                   address=address if isinstance(address, int) else None)
+    if error.code == ErrorCode.VALUE:
+        return (TypeError if data.get("type") == "TypeError" else ValueError)(error.message)
+    if error.code == ErrorCode.CLOSING:
+        return BoardConnectionError(board, "call", error.message)
+    return RemoteCallError(f"{board}: {error.message}", str(data.get("type", "")))
+
+
+class RemoteLock:
+    """The board's LECO lock, held by this client: ``with remote.lock:`` makes a transaction.
+
+    While it is held, other clients' writes and state-changing calls are
+    refused with :class:`~rpl_noqt.errors.BoardLockedError` (they may still
+    read). Reentrant, and shared by the threads of this process (they use
+    the same LECO name); other threads of this process wait for it locally.
+    Entering waits up to ``lock_timeout`` for another client to release it,
+    then raises BoardLockedError naming the holder.
+    """
+
+    def __init__(self, session: RemoteSession, resource: str | None = None) -> None:
+        self._session = session
+        self.resource = resource
+        self._local = threading.RLock()
+        self._depth = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock; False if another client kept it (``timeout`` s, or at once if not blocking)."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        if not self._local.acquire(blocking, -1 if deadline is None else timeout):
+            return False
+        if self._depth > 0:
+            self._depth += 1
+            return True
+        pause = 0.01
+        try:
+            while True:
+                if self._session._request("lock", {"resource": self.resource})[0]:
+                    self._depth = 1
+                    return True
+                if not blocking or (deadline is not None and time.monotonic() + pause > deadline):
+                    self._local.release()
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+        except BaseException:
+            self._local.release()
+            raise
+
+    def release(self) -> None:
+        """Release one level; the last one gives the lock back on the server."""
+        if self._depth <= 0:
+            raise RuntimeError("cannot release a remote lock this client does not hold")
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                try:
+                    self._session._request("unlock", {"resource": self.resource})
+                except BoardConnectionError:
+                    logger.warning("could not give the lock of %s back (server unreachable): a server that "
+                                   "restarted holds none", self._session.url)
+        finally:
+            self._local.release()
+
+    def holder(self) -> str | None:
+        """The LECO name of the client holding this lock, or None."""
+        return self._session.locks().get("" if self.resource is None else self.resource)
+
+    def force_release(self) -> str | None:
+        """Take the lock away from whoever holds it (a client that died holding it); returns that holder."""
+        return self._session._request("force_unlock", {"resource": self.resource})[0]
+
+    @property
+    def held(self) -> bool:
+        """Whether this client holds it."""
+        return self._depth > 0
+
+    def _reacquire_after_reconnect(self) -> None:
+        if self._depth > 0 and not self._session._request("lock", {"resource": self.resource})[0]:
+            logger.warning("%s: the server restarted and another client took the lock this client held",
+                           self._session.url)
+
+    def __enter__(self) -> RemoteLock:
+        if not self.acquire(timeout=self._session.lock_timeout):
+            holder = self.holder() or "another client"
+            raise BoardLockedError(self._session.url, holder, self.resource,
+                                   operation=f"lock (waited {self._session.lock_timeout:g} s)")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RemoteMethod:
+    """An allowed method of a remote module; calling it is one request."""
+
+    __slots__ = ("_session", "_module", "_spec")
+
+    def __init__(self, session: RemoteSession, module: ModuleSpec, spec: MethodSpec) -> None:
+        self._session = session
+        self._module = module
+        self._spec = spec
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        spec, module = self._spec, self._module
+        allowed = module.setup_attributes if spec.params is None else spec.params
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown or (spec.params is None and args) or len(args) > len(allowed):
+            raise RemoteNameError(f"{module.name}.{spec.name}() takes {', '.join(allowed) or 'no arguments'}"
+                                  f"{' (keywords only)' if spec.params is None else ''}; got "
+                                  f"{len(args)} positional and {sorted(kwargs)}")
+        encoded, frames = payloads.encode({"args": list(args), "kwargs": kwargs})
+        deadline = None
+        if spec.long and spec.timeout_param is not None:
+            given = kwargs.get(spec.timeout_param)
+            if given is None and spec.timeout_param in allowed[:len(args)]:
+                given = args[allowed.index(spec.timeout_param)]
+            if isinstance(given, (int, float)) and not isinstance(given, bool):
+                deadline = float(given) + self._session._link.silence_limit
+        elif not spec.long:
+            deadline = self._session._link.silence_limit
+        result, reply_frames = self._session._request(
+            "call_action", {"action": f"{module.name}.{spec.name}", "args": encoded["args"],
+                            "kwargs": encoded["kwargs"]}, frames, deadline_s=deadline)
+        return payloads.decode(result, reply_frames)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._module.name}.{self._spec.name} of {self._session.url}>"
+
+
+class RemoteModule:
+    """A module of the remote board: its registry's attributes and methods, nothing else."""
+
+    __slots__ = ("_session", "_spec")
+
+    def __init__(self, session: RemoteSession, spec: ModuleSpec) -> None:
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_spec", spec)
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    def __getattr__(self, name: str) -> Any:
+        spec = self._spec
+        if name in spec.attributes:
+            return self._session._get(f"{spec.name}.{name}")
+        if name in spec.methods:
+            return RemoteMethod(self._session, spec, spec.methods[name])
+        raise RemoteNameError(f"{spec.name} ({spec.kind}) has no remote attribute or method {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        spec = self._spec
+        attribute = spec.attributes.get(name)
+        if attribute is None:
+            raise RemoteNameError(f"{spec.name} ({spec.kind}) has no remote attribute {name!r}")
+        if not attribute.writable:
+            raise RemoteNameError(f"{spec.name}.{name} is read-only over a remote session")
+        self._session._set({f"{spec.name}.{name}": value})
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(self._spec.attributes) | set(self._spec.methods) | {"name"})
+
+    def __repr__(self) -> str:
+        return f"<remote {self._spec.kind} module {self._spec.name!r} of {self._session.url}>"
+
+
+class _Modules:
+    """A namespace of remote modules (``remote.rp`` or ``remote.pyrpl``)."""
+
+    def __init__(self, session: RemoteSession, names: list[str], extra: dict[str, Any] | None = None) -> None:
+        self._session = session
+        self._names = names
+        self._extra = extra or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._extra:
+            return self._extra[name]
+        if name in self._names:
+            return RemoteModule(self._session, self._session.registry.module(name))
+        raise RemoteNameError(f"the board server {self._session.url} offers no module {name!r} here "
+                              f"(offered: {', '.join(self._names)})")
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._names + list(self._extra))
+
+    def __repr__(self) -> str:
+        return f"<remote modules of {self._session.url}: {', '.join(self._names)}>"
+
+
+class RemoteSession:
+    """A board served by ``rpl-noqt serve``: ``.rp``, ``.pyrpl``, ``.lock``, ``.close()``.
+
+    Made by :func:`connect_remote` (``rpl_noqt.connect("leco://NAME")``);
+    like a Session, connecting again to the same server in one process
+    returns the same object, and each user closes it.
+    """
+
+    def __init__(self, address: LecoAddress, *, connect_timeout: float, io_timeout: float,
+                 registry_hash: str | None, lock_timeout: float) -> None:
+        self.address = address
+        self.lock_timeout = lock_timeout
+        self._expected_hash = registry_hash
+        self._registry: Registry | None = None
+        self.server_info: dict[str, Any] = {}
+        self._users = 0
+        self._closed = False
+        self._link = LecoLink(address, _client_name(), connect_timeout=connect_timeout, io_timeout=io_timeout,
+                              on_connect=self._on_connect)
+        self._lock = RemoteLock(self)
+        try:
+            self._link.ensure_connected()
+        except BaseException:
+            self._link.close()  # nothing half-open stays behind a refused or failed connect
+            raise
+        registry = self.registry
+        hardware = [n for n, m in registry.modules.items() if m.kind not in ("NetworkAnalyzer", "SpectrumAnalyzer")]
+        software = [n for n in registry.modules if n not in hardware]
+        self._rp = _Modules(self, hardware)
+        self._pyrpl = _Modules(self, software, {"rp": self._rp})
+
+    # -- public --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    @property
+    def registry(self) -> Registry:
+        assert self._registry is not None
+        return self._registry
+
+    @property
+    def rp(self) -> Any:
+        """The board's hardware modules: ``remote.rp.asg0.frequency``."""
+        self._check_open()
+        return self._rp
+
+    @property
+    def pyrpl(self) -> Any:
+        """``.rp`` and the software modules the server offers (``remote.pyrpl.networkanalyzer``)."""
+        self._check_open()
+        return self._pyrpl
+
+    @property
+    def lock(self) -> RemoteLock:
+        """The board's LECO lock for this client: ``with remote.lock:``."""
+        return self._lock
+
+    @property
+    def name(self) -> str:
+        """This client's LECO name (what another client's BoardLockedError names as the holder)."""
+        return self._link.full_name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def users(self) -> int:
+        return self._users
+
+    def locks(self) -> dict[str, str]:
+        """Every lock on the server: {resource ('' for the board): holder's LECO name}."""
+        return self._request("locks")[0]
+
+    def close(self) -> None:
+        """Release this user's hold; the last one gives back its lock and signs out."""
+        with _SESSIONS_LOCK:
+            if self._closed:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._closed = True
+            if _SESSIONS.get(self.address) is self:
+                del _SESSIONS[self.address]
+        try:
+            if self._lock.held and self._link.connected:
+                self._lock._depth = 1
+                self._lock.release()
+        except Exception:
+            logger.debug("giving the lock back at close failed", exc_info=True)
+        finally:
+            self._link.close()
+
+    def __enter__(self) -> RemoteSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._users} user(s)"
+        return f"<rpl_noqt.RemoteSession {self.url} {state}>"
+
+    # -- internals -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"remote session {self.url} is closed; call rpl_noqt.connect() again")
+
+    def _on_connect(self, description: dict[str, Any], reconnect: bool) -> None:
+        if not isinstance(description, dict):
+            raise RegistryMismatchError(f"{self.url}: the server sent no description")
+        registry = Registry.from_wire(description.get("registry"))
+        registry.verify(pyrpl_versions=TESTED_PYRPL_VERSIONS,
+                        expected_hash=self._registry.hash if self._registry is not None else self._expected_hash)
+        self._registry = registry
+        server = description.get("server")
+        self.server_info = server if isinstance(server, dict) else {}
+        board_io = self.server_info.get("io_timeout")
+        if isinstance(board_io, (int, float)) and not isinstance(board_io, bool) and 0 < board_io < 3600:
+            self._link.silence_limit = self._link.io_timeout + float(board_io)
+        if reconnect:
+            self._lock._reacquire_after_reconnect()
+
+    def _request(self, method: str, params: dict[str, Any] | None = None, frames: Any = (), *,
+                 deadline_s: Any = _SHORT) -> tuple[Any, list[bytes]]:
+        """One request; a short one (the default) may take the link's silence limit, no more."""
+        self._check_open()
+        if deadline_s is _SHORT:
+            deadline_s = self._link.silence_limit
+        try:
+            return self._link.request(method, params, frames, deadline_s=deadline_s)
+        except JSONRPCError as exc:
+            raise _error_from_reply(exc, self.url) from None
+
+    def _get(self, path: str) -> Any:
+        result, frames = self._request("get_parameters", {"parameters": [path]})
+        return payloads.decode(result, frames)[path]
+
+    def _set(self, values: dict[str, Any]) -> None:
+        encoded, frames = payloads.encode(values)
+        self._request("set_parameters", {"parameters": encoded}, frames)
+
+
+def connect_remote(url: str, *, connect_timeout: float | None = None, io_timeout: float | None = None,
+                   registry_hash: str | None = None, lock_timeout: float = 10.0) -> RemoteSession:
+    """Open (or join) the remote session of the board server at ``url`` (``leco://NAME[@HOST:PORT]``).
+
+    ``connect_timeout`` bounds signing in and fetching the registry,
+    ``io_timeout`` how long the server may stay silent beyond its own board
+    deadline before a call raises BoardConnectionError (defaults: the
+    process's link policy, 3 s and 2 s). ``registry_hash`` pins the surface
+    the caller expects (``remote.registry.hash`` of an earlier session).
+    """
+    address = parse_leco_url(url)
+    policy = LinkPolicy.from_env(connect_timeout=connect_timeout, io_timeout=io_timeout)
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(address)
+        if session is not None and not session.closed:
+            if registry_hash is not None and session.registry.hash != registry_hash:
+                raise RegistryMismatchError(f"{address.url} is open with registry {session.registry.hash[:16]}..., "
+                                            f"not {registry_hash[:16]}...")
+            session._users += 1
+            return session
+    session = RemoteSession(address, connect_timeout=policy.connect_timeout, io_timeout=policy.io_timeout,
+                            registry_hash=registry_hash, lock_timeout=lock_timeout)
+    with _SESSIONS_LOCK:
+        existing = _SESSIONS.get(address)
+        if existing is not None and not existing.closed:  # another thread connected meanwhile: join it
+            existing._users += 1
+            session._users = 1
+            session.close()
+            return existing
+        session._users = 1
+        _SESSIONS[address] = session
+        return session

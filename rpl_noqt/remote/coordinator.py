@@ -1,0 +1,130 @@
+"""Find the LECO Coordinator a board server signs in to, or run one in-process.
+
+One machine should need one command: if nothing listens at the coordinator
+address, ``rpl-noqt serve`` binds pyleco's Coordinator there itself (on the
+loopback interface unless told otherwise). If the port is taken, whatever
+holds it must answer a LECO sign-in, or we say that it is not a coordinator.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+import zmq
+from pyleco.coordinators.coordinator import Coordinator
+from pyleco.core.message import Message, MessageTypes
+from pyleco.json_utils.rpc_generator import RPCGenerator
+from pyleco.utils.coordinator_utils import ZmqMultiSocket
+
+__all__ = ("EmbeddedCoordinator", "coordinator_answers", "is_local_address")
+
+logger = logging.getLogger(__name__)
+
+
+def is_local_address(host: str) -> bool:
+    """Whether this machine could bind ``host`` (loopback, a wildcard, or one of its addresses)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    for info in infos:
+        address = info[4][0]
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_unspecified:
+            return True
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, 0))
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def coordinator_answers(host: str, port: int, timeout: float, context: zmq.Context) -> bool:
+    """Whether a LECO Coordinator at host:port answers a ``pong`` within ``timeout`` seconds.
+
+    A bare request to ``COORDINATOR`` from a throw-away identity: it needs no
+    sign-in and leaves nothing behind in the coordinator's directory.
+    """
+    sock: zmq.Socket = context.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(f"tcp://{_zmq_host(host)}:{port}")
+        request = Message(b"COORDINATOR", sender=f"rpl-noqt-probe-{os.getpid()}".encode(),
+                          message_type=MessageTypes.JSON,
+                          data=RPCGenerator().build_request_str(method="pong"))
+        sock.send_multipart(request.to_frames())
+        if not sock.poll(int(timeout * 1000)):
+            return False
+        reply = Message.from_frames(*sock.recv_multipart())
+        return reply.conversation_id == request.conversation_id
+    except (zmq.ZMQError, TypeError, ValueError):
+        return False
+    finally:
+        sock.close(linger=0)
+
+
+def _zmq_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _BoundSocket(ZmqMultiSocket):
+    """pyleco's coordinator socket, bound to one interface instead of all of them."""
+
+    def __init__(self, context: zmq.Context, host: str) -> None:
+        super().__init__(context=context)
+        self._host = host
+        if ":" in host:
+            self._sock.setsockopt(zmq.IPV6, 1)
+
+    def bind(self, host: str = "", port: int | str = 0) -> None:
+        self._sock.bind(f"tcp://{_zmq_host(self._host)}:{port}")
+
+
+class EmbeddedCoordinator:
+    """pyleco's Coordinator, bound to ``bind``:``port``, routing in a daemon thread until :meth:`close`."""
+
+    def __init__(self, bind: str, port: int, context: zmq.Context, namespace: str | None = None) -> None:
+        self.bind = bind
+        self.port = port
+        self._stop = threading.Event()
+        kwargs: dict[str, Any] = {"namespace": namespace} if namespace else {}
+        self._coordinator = Coordinator(host=bind, port=port, context=context,
+                                        multi_socket=_BoundSocket(context, bind), **kwargs)
+        self.namespace = self._coordinator.namespace.decode()
+        self._thread = threading.Thread(target=self._route, name=f"rpl-noqt-coordinator-{port}", daemon=True)
+        self._thread.start()
+        logger.info("embedded LECO coordinator (node %r) routing on %s:%d", self.namespace, bind, port)
+
+    @classmethod
+    def try_start(cls, bind: str, port: int, context: zmq.Context) -> EmbeddedCoordinator | None:
+        """Start one, or None if the address is already in use (someone else may be a coordinator)."""
+        try:
+            return cls(bind, port, context)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return None
+            raise
+
+    def _route(self) -> None:
+        try:
+            self._coordinator.routing(stop_event=self._stop)
+        except Exception:  # the socket closed under it at shutdown, or a real bug: say so either way
+            if not self._stop.is_set():
+                logger.exception("embedded LECO coordinator stopped")
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._coordinator.close()
