@@ -1,11 +1,13 @@
 """The board as a LECO locking actor: pyleco's MessageHandler, our dispatch.
 
-Why not pyleco's ``LockingActor``: its ``get_parameters``/``call_action``
-walk ``getattr`` along whatever dotted name a client sends, and its
+Why not pyleco's ``LockingActor`` (0.6): its ``get_parameters``/``call_action``
+walk ``getattr`` along whatever dotted name a client sends; its
 ``AccessDeniedError`` derives from ``BaseException``, which pyleco's RPC
-server does not catch (a refused request would end the listen loop). We keep
-its RPC names and locking semantics, so pyleco's directors work, and resolve
-every name through the registry (:mod:`.surface`).
+server does not catch, so the first refused request ends the actor's listen
+loop (checked: the refused client then times out and the actor is gone); and
+a whole-device lock (``lock()`` without a resource) does not protect any
+parameter. We keep its RPC names and locking semantics, so pyleco's
+directors work, and resolve every name through the registry (:mod:`.surface`).
 
 Concurrency: the listener thread answers short requests itself (gets,
 sets, setup(), lock, pong: each bounded by the board's I/O deadline) and
