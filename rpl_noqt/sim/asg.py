@@ -62,6 +62,8 @@ class AsgChannel:
         self.hold = 0
         self.trig_pointer = TABLE_SIZE - 1
         self._spectrum_cache: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
+        self._volts_cache: tuple[tuple, np.ndarray, np.ndarray] | None = None
+        self._phasor_cache: tuple[tuple[int, float], float, np.ndarray, np.ndarray, float] | None = None
         self.noise_key = int(model.rng.integers(0, 2**63))
 
     # -- control bits ------------------------------------------------------------
@@ -201,8 +203,20 @@ class AsgChannel:
         return int(self.pointer(np.array([t]))[0] >> 16) & (TABLE_SIZE - 1)
 
     def _table_volts(self) -> np.ndarray:
+        """The table in volts as the output stage scales it; kept until the table, amplitude or offset change."""
+        key = (self.table_version, self.amp, self.dc)
+        cached = self._volts_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
         v = np.floor_divide(self.table * self.amp, 2**13) + self.dc
-        return np.clip(v, -(2**13), 2**13 - 1) / 2**13
+        volts = np.clip(v, -(2**13), 2**13 - 1) / 2**13
+        self._volts_cache = (key, volts, np.minimum(volts, V_MAX))
+        return volts
+
+    def _output_volts(self) -> np.ndarray:
+        """:meth:`_table_volts` capped at the largest positive sample (what :meth:`output` indexes)."""
+        self._table_volts()
+        return self._volts_cache[2]  # type: ignore[index]
 
     def output(self, t: np.ndarray) -> np.ndarray:
         """Output voltage at model times ``t``."""
@@ -213,7 +227,7 @@ class AsgChannel:
             idx = self._random_index(t)
         else:
             idx = (self.pointer(t) >> 16) & (TABLE_SIZE - 1)
-        return np.minimum(self._table_volts()[idx], V_MAX)
+        return self._output_volts()[idx]
 
     def _random_index(self, t: np.ndarray) -> np.ndarray:
         """Table index of the noise mode: one pseudo-random index per FPGA cycle.
@@ -249,7 +263,16 @@ class AsgChannel:
 
     # -- phasor view ---------------------------------------------------------------
     def spectrum(self) -> Spectrum:
+        """The steady-state spectrum now; kept for the rest of the access (same instant, same registers)."""
         now = self.model.clock.now()
+        key = (self.model.version, now)
+        cached = self._phasor_cache
+        if cached is None or cached[0] != key:
+            s = self._spectrum(now)
+            cached = self._phasor_cache = (key, s.dc, s.freqs, s.amps, s.noise)
+        return Spectrum(dc=cached[1], freqs=cached[2].copy(), amps=cached[3].copy(), noise=cached[4])
+
+    def _spectrum(self, now: float) -> Spectrum:
         if self.zero:
             return Spectrum()
         vt = self._table_volts()

@@ -244,6 +244,82 @@ class DspBus:
         v = v + tones.evaluate(t, ctx.rng, ctx.noise_scale)
         return sat_volts(v)
 
+    def upstream_modules(self, slot: int) -> set[int]:
+        """Modules (slots 0..7) whose outputs may reach ``output_signal[slot]``, the module itself included.
+
+        Follows the routing registers: a module's input (and, for pid0/pid1 in
+        differential mode, the other one's, which it subtracts), the outputs summed
+        into a DAC, and a DAC back to an ADC: through the cable (out<n> to
+        in<n>, unless its gain is 0) or, with a plant, from both DACs to both
+        ADCs.  Conservative: a path the signals might not take still counts.
+        """
+        plant = getattr(self.model, "plant", None) is not None
+        cables = self.model.analog.loopback
+        found: set[int] = set()
+        seen: set[int] = set()
+        todo = [slot]
+        while todo:
+            s = todo.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            if s < MODULES or s == 14:
+                n = 7 if s == 14 else s
+                found.add(n)
+                todo.append(self.input_select[n])
+                if self._differential(n):
+                    todo.append(self.input_select[1 - n])
+            elif s in (10, 11):
+                if plant:
+                    todo.extend((12, 13))
+                elif cables[s - 9].gain:
+                    todo.append(s + 2)
+            elif s in (12, 13):
+                bit = 1 << (s - 12)
+                todo.extend(m for m in range(MODULES) if self.output_select[m] & bit)
+        return found
+
+    def _differential(self, n: int) -> bool:
+        """pid0/pid1 in differential mode: the error also reads the other one's input."""
+        return n in (0, 1) and bool(getattr(self.blocks.get(n), "mode", 0) & 0b1000)
+
+    def tones_follow_state(self, slots: list[int]) -> bool:
+        """Whether the tones in the spectra of ``slots`` may change with a module's state.
+
+        In the phasor view the tones of a signal follow the registers and
+        the time only, except where a DC level (a PID's integrator) becomes a
+        tone: an IQ quadrature demodulates its input's DC into a tone at the
+        local oscillator's frequency.  Conservative: an IQ quadrature, the IIR
+        or a plant on the way counts as such a place.
+        """
+        if getattr(self.model, "plant", None) is not None:
+            return True
+        seen: set[tuple[int, bool]] = set()
+        todo = [(slot, True) for slot in slots]  # (slot, reached as a signal rather than a DAC's direct output)
+        while todo:
+            s, as_signal = todo.pop()
+            if (s, as_signal) in seen:
+                continue
+            seen.add((s, as_signal))
+            if s == 14 or s == 4:
+                return True
+            if s < MODULES:
+                if 5 <= s <= 7:
+                    select = self.blocks[s].output_select  # type: ignore[attr-defined]
+                    if as_signal and select == 0:
+                        return True
+                    if as_signal and select not in (0, 1):
+                        continue  # no output
+                todo.append((self.input_select[s], True))
+                if self._differential(s):
+                    todo.append((self.input_select[1 - s], True))
+            elif s in (10, 11):
+                todo.extend(((12, True), (13, True)))
+            elif s in (12, 13):
+                bit = 1 << (s - 12)
+                todo.extend((m, False) for m in range(MODULES) if self.output_select[m] & bit)
+        return False
+
     # -- phasor view ----------------------------------------------------------
     def spectrum(self, slot: int, ctx: EvalContext) -> Spectrum:
         """Steady-state spectrum of ``output_signal[slot]``."""

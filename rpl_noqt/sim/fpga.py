@@ -30,7 +30,6 @@ from .hk import HK_BASE, Hk
 from .iir import Iir
 from .iq import Iq
 from .pid import Pid
-from .scope import N as SCOPE_SAMPLES
 from .scope import SCOPE_BASE, Scope
 from .trig import Trig
 
@@ -76,20 +75,20 @@ class FpgaModel:
         self.scope = Scope(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
-        self._pid_cache: tuple[int, list[Any], list[float]] | None = None
+        self._pid_cache: tuple[int, list[Any], list[float], list[Any], list[float]] | None = None
 
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
         """``count`` 32-bit words starting at absolute ``address``."""
         with self.lock, self.clock.held():  # one access, one instant
             self.advance()
-            fast = self._read_scope_block(address, count)
-            if fast is not None:
-                return fast
-            out = np.empty(count, dtype=np.uint32)
-            for i in range(count):
-                out[i] = self._read_word((address + 4 * i) & 0xFFFFFFFF) & 0xFFFFFFFF
-            return out
+            return self._read_words(address, count)
+
+    def read_word(self, address: int) -> int:
+        """The 32-bit word at absolute ``address`` as an int (``read(address, 1)``, without numpy)."""
+        with self.lock, self.clock.held():  # one access, one instant
+            self.advance()
+            return self._read_word(address & 0xFFFFFFFF) & 0xFFFFFFFF
 
     def write(self, address: int, values: Sequence[int] | np.ndarray) -> None:
         """Write 32-bit words starting at absolute ``address``."""
@@ -98,22 +97,65 @@ class FpgaModel:
             self.advance()
             self._freeze_past()
             self._bump()
-            if address & 0xFFF00000 == ASG_BASE and self.asg_block.write_block(address - ASG_BASE, values):
-                return
-            for i, v in enumerate(values):
-                self._write_word((address + 4 * i) & 0xFFFFFFFF, int(v) & 0xFFFFFFFF)
+            i, count = 0, len(values)
+            while i < count:
+                addr = (address + 4 * i) & 0xFFFFFFFF
+                n = self._table_span(addr, count - i)
+                if n:  # a run of ASG table words: one block write
+                    self.asg_block.write_block((addr & 0xFFFFF), values[i:i + n])
+                    i += n
+                else:
+                    self._write_word(addr, int(values[i]) & 0xFFFFFFFF)
+                    i += 1
 
-    def _read_scope_block(self, address: int, count: int) -> np.ndarray | None:
+    def _read_words(self, address: int, count: int) -> np.ndarray:
+        """The words of one read, a block at a time.
+
+        A read may cross from registers into a buffer, from one scope channel
+        into the next or off the end of a region: each run of buffer or table
+        words inside one region is read as a block (the scope brought up to
+        date once for it), every other word on its own.
+        """
+        out = np.empty(count, dtype=np.uint32)
+        i = 0
+        while i < count:
+            addr = (address + 4 * i) & 0xFFFFFFFF
+            n = self._scope_span(addr, count - i)
+            if n:
+                offset = addr - SCOPE_BASE
+                out[i:i + n] = self.scope.read_buffer((offset >> 16) - 1, (offset & 0xFFFF) >> 2, n)
+                i += n
+                continue
+            n = self._table_span(addr, count - i)
+            if n:
+                channel = self.asg[((addr & 0xFFFFF) >> 16) - 1]
+                start = (addr & 0xFFFF) >> 2
+                out[i:i + n] = channel.table[start:start + n] & 0x3FFF
+                i += n
+                continue
+            out[i] = self._read_word(addr) & 0xFFFFFFFF
+            i += 1
+        return out
+
+    @staticmethod
+    def _scope_span(address: int, remaining: int) -> int:
+        """Words of a scope buffer from ``address`` on (up to the channel's end), or 0."""
         if address & 0xFFF00000 != SCOPE_BASE or address % 4:
-            return None
-        offset = address - SCOPE_BASE
+            return 0
+        offset = address & 0xFFFFF
         if not 0x10000 <= offset < 0x30000:
-            return None
-        channel = (offset >> 16) - 1
-        index = (offset & 0xFFFF) >> 2
-        if index + count > SCOPE_SAMPLES:
-            return None
-        return self.scope.read_buffer(channel, index, count).astype(np.uint32)
+            return 0
+        return min(remaining, (0x10000 - (offset & 0xFFFF)) >> 2)
+
+    @staticmethod
+    def _table_span(address: int, remaining: int) -> int:
+        """Words of an ASG table from ``address`` on (up to the table's end), or 0."""
+        if address & 0xFFF00000 != ASG_BASE or address % 4:
+            return 0
+        offset = address & 0xFFFFF
+        if not 0x10000 <= offset < 0x30000:
+            return 0
+        return min(remaining, (0x10000 - (offset & 0xFFFF)) >> 2)
 
     def _decode(self, address: int):
         region = address & 0xFFF00000
@@ -163,7 +205,7 @@ class FpgaModel:
                 return
             if self.plant is not None and self.plant.time_varying:
                 self._bump()  # a drifting plant has changed since the last access, as a register write would
-            pids, rates = self._active_pids()
+            pids, rates, coupled, coupled_rates = self._active_pids()
             if not pids:
                 self._t_dyn = now
                 return
@@ -171,33 +213,48 @@ class FpgaModel:
             steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
             dt = dt_total / steps
             times = self._t_dyn + dt * np.arange(1, steps + 1)
-            # Each PID sees the others' trajectories only from chunk to chunk, so
-            # chunks are short enough for every integrator but the fastest (whose
-            # own loop each step solves implicitly) to move little within one.
-            chunks = 1
-            if len(rates) > 1:
-                chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * rates[1] / COUPLING_STEP)))
-            alone = len(pids) == 1
-            for part in (times,) if chunks == 1 else np.array_split(times, chunks):
-                for p in pids:
-                    p.advance(part, dt, alone)  # type: ignore[attr-defined]
+            # A PID whose input no other moving PID reaches, and which reaches no
+            # other's input, is stepped in one piece (its feedback table kept
+            # while the registers stay: no other integrator changes it).
+            for p in pids:
+                if p not in coupled:
+                    p.advance(times, dt, True)  # type: ignore[attr-defined]
+            # Coupled PIDs see each other's trajectories only from chunk to chunk,
+            # so chunks are short enough for every integrator of the group but
+            # the fastest (whose own loop each step solves implicitly) to move
+            # little within one.
+            if coupled:
+                chunks = 1
+                if len(coupled_rates) > 1:
+                    chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * coupled_rates[1] / COUPLING_STEP)))
+                alone = len(coupled) == 1
+                for part in (times,) if chunks == 1 else np.array_split(times, chunks):
+                    for p in coupled:
+                        p.advance(part, dt, alone)  # type: ignore[attr-defined]
             self._t_dyn = now
 
-    def _active_pids(self) -> tuple[list[Any], list[float]]:
-        """The PIDs that move, fastest integrator first, and their integrator rates.
+    def _active_pids(self) -> tuple[list[Any], list[float], list[Any], list[float]]:
+        """The PIDs that move, fastest integrator first, and their integrator rates;
+        then those of them coupled to another moving PID, and their rates.
 
-        Which PIDs move depends on registers only, so the answer is kept until
-        the next write (``version``): every register access asks.
+        Which PIDs move and how the routing couples them depends on registers
+        only, so the answer is kept until the next write (``version``): every
+        register access asks.
         """
         cached = self._pid_cache
         if cached is not None and cached[0] == self.version:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3], cached[4]
         # fastest integrator first: the slower ones then see its trajectory, not its old value
         pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
                       key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
         rates = [abs(p.i_rate) for p in pids if p.i_rate]  # type: ignore[attr-defined]  # descending, as pids
-        self._pid_cache = (self.version, pids, rates)
-        return pids, rates
+        reaches = {p.number: self.bus.upstream_modules(p.number) - {p.number} for p in pids}
+        numbers = set(reaches)
+        coupled = [p for p in pids if reaches[p.number] & numbers
+                   or any(p.number in reaches[q] for q in numbers if q != p.number)]
+        coupled_rates = [abs(p.i_rate) for p in coupled if p.i_rate]  # type: ignore[attr-defined]
+        self._pid_cache = (self.version, pids, rates, coupled, coupled_rates)
+        return pids, rates, coupled, coupled_rates
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------
     def attach_plant(self, plant: Any) -> None:

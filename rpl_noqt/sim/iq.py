@@ -31,7 +31,7 @@ import numpy as np
 
 from . import filters
 from .dsp import DspBlock, EvalContext
-from .signals import CYCLE, FPGA_CLOCK_HZ, Spectrum, sat_volts, signed
+from .signals import CYCLE, FPGA_CLOCK_HZ, Spectrum, grid_phasor_sum, sat_volts, signed
 
 LUTSZ, LUTBITS, PHASEBITS, GAINBITS, SIGNALBITS, LPFBITS, SHIFTBITS = 11, 17, 32, 18, 14, 24, 8
 INPUT_FILTER = filters.FilterParams(stages=1, shiftbits=5, minbw=50)
@@ -174,9 +174,11 @@ class Iq(DspBlock):
     def zv(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         nus, coefs, noise = self._zv_terms(ctx)
         t = np.asarray(t, dtype=float)
-        z = np.zeros(t.shape, dtype=complex)
-        for nu, a in zip(nus, coefs, strict=True):
-            z += a * np.exp(1j * nu * t)
+        z = grid_phasor_sum(t, nus, coefs)  # times on a grid (scope samples): one matrix product
+        if z is None:
+            z = np.zeros(t.shape, dtype=complex)
+            for nu, a in zip(nus, coefs, strict=True):
+                z += a * np.exp(1j * nu * t)
         if noise and ctx.rng is not None and t.size:
             z += self._residual_zv(t, ctx)
         # quadratures are 24-bit signed: +-2 V of tone amplitude
@@ -221,19 +223,35 @@ class Iq(DspBlock):
         settle = min(settle, max(span, RESIDUAL_MIN_SETTLE))
         start = lo - settle - PIPELINE_CYCLES
         tc = (np.arange(start, hi + 1) + 0.5) * CYCLE
+        grid = ((start + 0.5) * CYCLE, CYCLE)  # tc = a + k b: no need to check it
         inner = EvalContext(self.model.rng)  # per-cycle noise: no averaging scale
         inner.stack = ctx.stack
         inner.overrides = ctx.overrides
         s = self.model.bus.input_spectrum(self.number, inner)
         tones = Spectrum(dc=s.dc, freqs=s.freqs, amps=s.amps)
-        x = self.model.bus.input_of(self.number, tc, inner) - tones.evaluate(tc)
+        x = self.model.bus.input_of(self.number, tc, inner) - tones.evaluate(tc, grid=grid)
         x = filters.apply(self.input_filter, INPUT_FILTER, x)
         if x is None:
             return np.zeros(t.shape, dtype=complex)
         x = np.concatenate([np.zeros(PIPELINE_CYCLES), x[:-PIPELINE_CYCLES]])
-        u = 2j * x * np.exp(-1j * (self.theta(tc) - self.phase))
+        u = 2j * x * self._lo_conj(tc, grid)
         z = filters.apply(self.quad_filter, self.quad_params, u)
         return z[n - start]
+
+    def _lo_conj(self, tc: np.ndarray, grid: tuple[float, float]) -> np.ndarray:
+        """``exp(-i (theta(tc) - phase))`` for the per-cycle times of the residual path.
+
+        ``theta`` is linear in time, so on the cycle grid the phasor factorises
+        (:func:`~rpl_noqt.sim.signals.grid_phasor_sum`, one tone) instead of a
+        complex exponential per cycle.
+        """
+        if self.running:
+            fast = grid_phasor_sum(tc - self.t0, np.array([-2 * np.pi * self.frequency]),
+                                   np.array([np.exp(-1j * (self.theta0 - self.phase))]),
+                                   grid=(grid[0] - self.t0, grid[1]))
+            if fast is not None:
+                return fast
+        return np.exp(-1j * (self.theta(tc) - self.phase))
 
     def _quadrature(self, t: np.ndarray, ctx: EvalContext, second: bool) -> np.ndarray:
         t = self._eval_times(t, ctx)

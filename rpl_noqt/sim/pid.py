@@ -28,7 +28,7 @@ import numpy as np
 
 from . import filters
 from .dsp import DspBlock, EvalContext
-from .signals import CODES_PER_VOLT, FPGA_CLOCK_HZ, Spectrum, V_MAX, signed, to_unsigned
+from .signals import CODES_PER_VOLT, FPGA_CLOCK_HZ, Spectrum, V_MAX, _clip, signed, to_unsigned
 
 PSR, ISR, DSR, GAINBITS = 12, 32, 10, 24
 FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
@@ -60,6 +60,8 @@ class Pid(DspBlock):
         self._hist_t = np.zeros(0)
         self._hist_v = np.zeros(0)
         self._table: tuple[tuple[int, float, float], np.ndarray, np.ndarray] | None = None
+        self._tones_cache: tuple[tuple[int, float], np.ndarray, np.ndarray] | None = None
+        self._fixed_tones: tuple[int, bool] | None = None
 
     # -- registers -----------------------------------------------------------
     def read(self, offset: int) -> int:
@@ -114,7 +116,7 @@ class Pid(DspBlock):
     def clamp(self, v: np.ndarray | float) -> np.ndarray:
         lo = signed(self.out_min, 14) / CODES_PER_VOLT
         hi = signed(self.out_max, 14) / CODES_PER_VOLT
-        v = np.clip(v, -1.0, V_MAX)
+        v = _clip(v, -1.0, V_MAX)
         return np.where(v >= hi, hi, np.where(v <= lo, lo, v))
 
     def set_ival(self, value: float, now: float) -> None:
@@ -225,15 +227,43 @@ class Pid(DspBlock):
         """
         if dt <= 0 or len(times) == 0:
             return np.zeros(len(times))
-        s = self.model.bus.input_spectrum(self.number, ctx)
-        if len(s.freqs) == 0:
+        freqs, amps = self._input_tones(ctx)
+        if len(freqs) == 0:
             return np.zeros(len(times))
-        w = 2 * np.pi * np.asarray(s.freqs, dtype=float)
+        w = 2 * np.pi * np.asarray(freqs, dtype=float)
         x = w * dt
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(np.abs(x) > 1e-6, (1.0 - np.exp(-1j * x)) / (1j * x), 1.0)
         phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
-        return np.real(phasors @ (np.asarray(s.amps) * (mean - 1.0)))
+        return np.real(phasors @ (np.asarray(amps) * (mean - 1.0)))
+
+    def _input_tones(self, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
+        """Frequencies and phasors of the tones at this PID's input, now.
+
+        Kept for the rest of the access (same instant, same registers) when no
+        integrator's state can change them (:meth:`DspBus.tones_follow_state`):
+        coupled PIDs are stepped in up to 64 chunks per access, each asking.
+        """
+        model = self.model
+        key = (model.version, model.clock.now())
+        cached = self._tones_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        s = model.bus.input_spectrum(self.number, ctx)
+        fixed = self._fixed_tones
+        if fixed is None or fixed[0] != model.version:
+            fixed = self._fixed_tones = (model.version, not model.bus.tones_follow_state(self.input_slots()))
+        if fixed[1]:
+            self._tones_cache = (key, s.freqs, s.amps)
+        return s.freqs, s.amps
+
+    def input_slots(self) -> list[int]:
+        """The bus slots this PID's error reads (its input; the other PID's too in differential mode)."""
+        bus = self.model.bus
+        slots = [bus.input_select[self.number]]
+        if self.mode & 0b1000 and self.number in (0, 1):
+            slots.append(bus.input_select[1 - self.number])
+        return slots
 
     def advance(self, times: np.ndarray, dt: float, alone: bool = False) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+try:  # the clip ufunc itself: np.clip's argument checks cost more than the clipping of a short array
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core.umath import clip as _clip
+
 #: FPGA clock (Hz); every register counting "cycles" counts this clock.
 FPGA_CLOCK_HZ = 125e6
 #: one FPGA clock cycle (s)
@@ -30,12 +35,12 @@ V_MAX = (2**13 - 1) / 2**13
 
 def sat_volts(v: np.ndarray | float) -> np.ndarray:
     """Saturate like the 14-bit bus: [-1, 8191/8192] V."""
-    return np.clip(v, -1.0, V_MAX)
+    return _clip(v, -1.0, V_MAX)
 
 
 def volts_to_code(v: np.ndarray | float) -> np.ndarray:
     """Volts -> unsigned 14-bit register code (two's complement in 14 bits)."""
-    c = np.clip(np.round(np.asarray(v, dtype=float) * CODES_PER_VOLT), -(2**13), 2**13 - 1)
+    c = _clip(np.round(np.asarray(v, dtype=float) * CODES_PER_VOLT), -8192.0, 8191.0)
     return (c.astype(np.int64) & 0x3FFF).astype(np.uint32)
 
 
@@ -103,12 +108,91 @@ class Spectrum:
             float(np.hypot(self.noise, other.noise)),
         )
 
-    def evaluate(self, t: np.ndarray, rng: np.random.Generator | None = None, noise_scale: float = 1.0) -> np.ndarray:
-        """Time-domain samples at times ``t`` (noise drawn from ``rng``)."""
+    def evaluate(self, t: np.ndarray, rng: np.random.Generator | None = None, noise_scale: float = 1.0, *,
+                 grid: tuple[float, float] | None = None) -> np.ndarray:
+        """Time-domain samples at times ``t`` (noise drawn from ``rng``).
+
+        ``grid=(a, b)``: the caller made ``t = a + k b`` (see :func:`grid_phasor_sum`).
+        """
         t = np.asarray(t, dtype=float)
         out = np.full(t.shape, self.dc, dtype=float)
-        for f, a in zip(self.freqs, self.amps, strict=True):
-            out += np.real(a * np.exp(2j * np.pi * f * t))
+        fast = grid_phasor_sum(t, 2 * np.pi * np.asarray(self.freqs, dtype=float), self.amps, grid=grid)
+        if fast is not None:
+            out += fast.real
+        else:
+            for f, a in zip(self.freqs, self.amps, strict=True):
+                out += np.real(a * np.exp(2j * np.pi * f * t))
         if self.noise and rng is not None:
             out += rng.normal(0.0, self.noise * noise_scale, size=t.shape)
         return out
+
+
+#: below this many time x tone products a plain outer product is cheapest
+_SMALL_PHASOR_WORK = 8192
+
+
+def grid_phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
+                    grid: tuple[float, float] | None = None) -> np.ndarray | None:
+    """``sum_j coefs[j] * exp(1j * omegas[j] * t)`` (complex, shape of ``t``) for times on a grid; else None.
+
+    The sum over tones that the phasor view needs everywhere, without a
+    Python loop over tones, for times on a regular grid: ``t = a + k b``
+    (scope samples, one sample per FPGA cycle) or ``a + k b + i c`` with ``i``
+    the fastest index (the scope's sub-samples for averaging).  The phase is
+    factorised, ``exp(i w t) = exp(i w (a + B h b)) exp(i w l b) exp(i w i c)``
+    with ``k = B h + l``, so only ``O(sqrt(K) J)`` exponentials are computed and
+    the sum over the ``J`` tones is one matrix product (a Python loop over 70
+    tones of a 2^20-cycle window took seconds).  The factors equal
+    ``exp(i w t)`` up to float rounding, of the order of the rounding of
+    ``w t`` itself.  Returns None for few times or tones (the caller's loop is
+    as fast) and for times off a grid.  ``grid=(a, b)``: the caller built
+    ``t = a + k b`` itself (per-cycle windows of a million cycles), so it is
+    not checked.
+    """
+    t = np.asarray(t, dtype=float)
+    omegas = np.asarray(omegas, dtype=float).ravel()
+    flat = t.ravel()
+    n, tones = flat.size, omegas.size
+    if tones == 0 or n < 64 or n * tones <= _SMALL_PHASOR_WORK:
+        return None
+    found = (grid[0], grid[1], n, 0.0, 1) if grid is not None else _grid(flat)
+    if found is None:
+        return None
+    return _grid_sum(found, omegas, np.asarray(coefs, dtype=complex).ravel()).reshape(t.shape)
+
+
+def _grid(flat: np.ndarray) -> tuple[float, float, int, float, int] | None:
+    """``(a, b, K, c, m)`` with ``flat[k m + i] == a + k b + i c`` (to rounding), or None."""
+    n = flat.size
+    d = np.diff(flat)
+    scale = 4 * np.finfo(float).eps * max(abs(float(flat[0])), abs(float(flat[-1])), 1e-300)
+    c = float(d[0])
+    off = np.flatnonzero(np.abs(d - c) > scale + 1e-9 * abs(c))
+    a = float(flat[0])
+    if not len(off):  # one progression
+        m, kk, c = 1, n, 0.0
+        b = (float(flat[-1]) - a) / (n - 1)
+    else:
+        m = int(off[0]) + 1
+        if m < 2 or n % m or n // m < 2:
+            return None
+        kk = n // m
+        b = (float(flat[(kk - 1) * m]) - a) / (kk - 1)
+        c = (float(flat[m - 1]) - a) / (m - 1)
+    ideal = (a + np.arange(kk)[:, None] * b + np.arange(m)[None, :] * c).ravel()
+    if np.max(np.abs(flat - ideal)) > 4 * scale + 1e-9 * (abs(b) + abs(c) * m):
+        return None
+    return a, b, kk, c, m
+
+
+def _grid_sum(grid: tuple[float, float, int, float, int], omegas: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+    a, b, kk, c, m = grid
+    block = max(1, int(np.sqrt(kk * max(1, m))) // m)  # about sqrt(n) columns per product
+    blocks = -(-kk // block)
+    hi = np.exp(1j * np.outer(a + np.arange(blocks) * (block * b), omegas)) * coefs  # blocks x J
+    lo = np.exp(1j * np.outer(np.arange(block) * b, omegas))  # block x J
+    if m > 1:
+        inner = np.exp(1j * np.outer(np.arange(m) * c, omegas))  # m x J
+        lo = (lo[:, None, :] * inner[None, :, :]).reshape(block * m, -1)
+    z = hi @ lo.T  # blocks x (block m)
+    return z.reshape(blocks * block * m)[: kk * m]

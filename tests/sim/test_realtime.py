@@ -1,0 +1,189 @@
+"""Real-time behaviour of the model: block reads across region boundaries, the
+vectorised phasor sums, and the model's own compute time per access with every
+module running (issue 13, part 4).
+
+Time bounds are on the model's CPU time in the calling thread
+(``time.thread_time``), which other load on the machine barely changes, and
+are far above what the model needs (a few ms) and far below what it took
+before (0.1 to 12 s), so they catch a regression without being timing-flaky.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy.signal")  # imported here, not inside a timed access (1.4 s)
+
+from rpl_noqt.sim import FpgaModel, ManualClock
+from rpl_noqt.sim.signals import Spectrum, grid_phasor_sum
+
+SCOPE = 0x40100000
+ASG = 0x40200000
+DSP = 0x40300000
+
+
+def _cpu(func, *args):
+    t0 = time.thread_time()
+    result = func(*args)
+    return result, time.thread_time() - t0
+
+
+def _scope_running(m: FpgaModel, clock: ManualClock) -> None:
+    m.write(SCOPE + 0x14, [1])  # decimation 1
+    m.write(SCOPE + 0x10, [2**14])
+    m.write(SCOPE, [1])
+    m.write(SCOPE + 0x4, [1])  # software trigger
+    clock.advance(1e-3)
+
+
+@pytest.mark.parametrize("address, count", [
+    (SCOPE + 0x10004, 2**14),      # ch1 from its second word: crosses into ch2 by one word (12.4 s before)
+    (SCOPE + 0x1FFFC, 2),          # the last word of ch1, the first of ch2
+    (SCOPE + 0xFFF8, 6),           # registers, then the start of ch1
+    (SCOPE + 0x2FFFC, 3),          # the end of ch2 into what follows it (reads 0)
+    (ASG + 0x1FFF8, 4),            # asg0's table into asg1's
+])
+def test_a_block_read_across_a_region_boundary_equals_its_words_and_is_fast(address, count):
+    clock = ManualClock(1.0)
+    m = FpgaModel(seed=3, clock=clock)
+    m.set_loopback(1, noise=1e-3)
+    m.write(ASG + 0x10000, np.arange(2**14) & 0x3FFF)
+    m.write(ASG + 0x20000, (np.arange(2**14) * 3) & 0x3FFF)
+    _scope_running(m, clock)
+    block, cpu = _cpu(m.read, address, count)
+    words = [m.read_word(address + 4 * i) for i in range(count)]
+    assert list(block) == words
+    assert cpu < 0.5, f"a {count}-word read took {cpu:.2f} s of CPU"
+
+
+def test_a_write_across_the_end_of_an_asg_table_lands_in_both_tables():
+    m = FpgaModel(seed=0, clock=ManualClock(1.0))
+    m.write(ASG + 0x1FFF8, [1, 2, 3, 4])
+    assert list(m.read(ASG + 0x1FFF8, 2)) == [1, 2]
+    assert list(m.read(ASG + 0x20000, 2)) == [3, 4]
+
+
+@pytest.mark.parametrize("shape", ["line", "grid", "irregular"])
+def test_grid_phasor_sum_matches_the_tone_by_tone_sum(shape):
+    rng = np.random.default_rng(0)
+    omegas = 2 * np.pi * rng.uniform(0, 5e6, 70)
+    coefs = rng.normal(size=70) + 1j * rng.normal(size=70)
+    cycle = 8e-9
+    if shape == "line":  # one sample per FPGA cycle, late in a long run
+        t = (np.arange(123, 123 + 50_000) + 0.5) * cycle + 1000.0
+    elif shape == "grid":  # the scope's averaging sub-samples
+        t = (10.0 + (np.arange(4096)[:, None] + 1) * 64 * cycle - (np.arange(8)[None, :] + 0.5) * 8 * cycle).ravel()
+    else:
+        t = rng.uniform(0, 1, 4096)
+    expected = np.zeros(t.shape, dtype=complex)
+    for w, a in zip(omegas, coefs, strict=True):
+        expected += a * np.exp(1j * w * t)
+    fast = grid_phasor_sum(t, omegas, coefs)
+    if shape == "irregular":
+        assert fast is None  # the caller's loop
+        return
+    assert fast is not None
+    # the phase of w t at t = 1000 s is only known to ~1e-6 rad in float64: either way
+    assert np.max(np.abs(fast - expected)) < 1e-4 * np.sum(np.abs(coefs))
+    # a spectrum evaluated on the grid agrees with the loop too
+    s = Spectrum(dc=0.1, freqs=omegas / (2 * np.pi), amps=coefs)
+    assert np.allclose(s.evaluate(t), 0.1 + expected.real, atol=1e-4 * np.sum(np.abs(coefs)))
+
+
+def everything_running(noise: float = 0.0, decimation: int = 64) -> tuple[FpgaModel, ManualClock]:
+    """Both ASGs on the outputs, PIDs in and out of loops, an IQ demodulating,
+    another sweeping as PyRPL's network analyzer does, the scope averaging
+    in1 and the IQ's quadrature (decimation 64: 8.4 ms traces, 2^17 sub-samples
+    through the IQ chain per buffer).
+
+    Without input noise: with noise, traces up to 2^20 cycles also send the
+    noise through the IQ chain cycle by cycle (``Iq._residual_zv``), about
+    0.1 to 0.4 s per million cycles on a loaded 2-core machine, which this
+    bound does not cover (docs/simulator.md, Speed)."""
+    clock = ManualClock(100.0)
+    m = FpgaModel(seed=11, clock=clock)
+    for ch in (1, 2):
+        m.set_loopback(ch, noise=noise)
+    sine = np.round(np.sin(2 * np.pi * np.arange(2**14) / 2**14) * 8191).astype(np.int64) & 0x3FFF
+    m.write(ASG + 0x10000, sine)
+    m.write(ASG + 0x20000, np.where(np.arange(2**14) < 2**13, 4000, (-4000) & 0x3FFF))
+    m.write(ASG + 0x04, [0x1000])
+    m.write(ASG + 0x24, [0x0800])
+    m.write(ASG + 0x08, [2**30 - 1])
+    m.write(ASG + 0x28, [2**30 - 1])
+    m.write(ASG + 0x10, [int(1e3 / 125e6 * 2**30)])
+    m.write(ASG + 0x30, [int(5e3 / 125e6 * 2**30)])
+    m.write(ASG, [(1 << 16) | 1 | (1 << 20) | (1 << 4)])
+    m.write(DSP + 0x80004, [1])  # asg0 -> out1
+    m.write(DSP + 0x90004, [2])  # asg1 -> out2
+    # pid0 in a loop through out1 -> in1, pid1 on in2, pid2 on pid0 (coupled), all integrating
+    m.write(DSP + 0x00000, [10])
+    m.write(DSP + 0x00108, [400])
+    m.write(DSP + 0x0010C, [int(628 / 125e6 * 2**32)])
+    m.write(DSP + 0x00004, [1])
+    m.write(DSP + 0x10000, [11])
+    m.write(DSP + 0x1010C, [int(63 / 125e6 * 2**32)])
+    m.write(DSP + 0x20000, [0])
+    m.write(DSP + 0x2010C, [int(190 / 125e6 * 2**32)])
+    # iq1 demodulates in1 at 25 kHz; iq0 is the network analyzer, in1 -> out1
+    m.write(DSP + 0x60000, [10])
+    m.write(DSP + 0x60108, [int(25e3 / 125e6 * 2**32)])
+    m.write(DSP + 0x60124, [(0x80 | 10) | ((0x80 | 10) << 8)])
+    m.write(DSP + 0x60118, [1000])
+    m.write(DSP + 0x50000, [10])
+    m.write(DSP + 0x50114, [2**13])
+    m.write(DSP + 0x50130, [12500])
+    m.write(DSP + 0x50134, [100])
+    m.write(DSP + 0x50004, [1])
+    # the scope: in1 and iq1's quadrature, averaging
+    m.write(DSP + 0x80000, [10])
+    m.write(DSP + 0x90000, [6])
+    m.write(SCOPE + 0x14, [decimation])
+    m.write(SCOPE + 0x28, [1])
+    m.write(SCOPE + 0x10, [2**13])
+    return m, clock
+
+
+def _busy_session(m: FpgaModel, clock: ManualClock) -> list[tuple[str, float]]:
+    """What a busy PyRPL session asks, on the hand-stepped clock with realistic gaps:
+    NA points, scope curves (registers and both buffers), PID and sampler reads.
+    Returns ``(access, model CPU time)`` in order."""
+    times: list[tuple[str, float]] = []
+
+    def timed(label, func, *args):
+        _, cpu = _cpu(func, *args)
+        times.append((label, cpu))
+
+    for point in range(12):
+        timed("na freq write", m.write, DSP + 0x50108, [int((1e4 + 3e4 * point) / 125e6 * 2**32)])
+        clock.advance(1.1e-4)
+        timed("na sums read", m.read, DSP + 0x50140, 4)
+        timed("scope reset", m.write, SCOPE, [2])
+        timed("scope arm", m.write, SCOPE, [1])
+        timed("scope trigger", m.write, SCOPE + 0x4, [1])
+        clock.advance(0.003 * (1 + point % 3))
+        timed("scope status", m.read_word, SCOPE)
+        timed("scope wp_trig", m.read_word, SCOPE + 0x1C)
+        timed("scope ch1", m.read, SCOPE + 0x10000, 2**14)
+        timed("scope ch2", m.read, SCOPE + 0x20000, 2**14)
+        for n in range(3):
+            timed(f"pid{n} ival", m.read_word, DSP + 0x10000 * n + 0x100)
+        timed("sampler iq1", m.read_word, DSP + 0x60010)
+        clock.advance(0.05 * (point % 2))  # now and then a longer pause: up to 64 PID chunks at once
+    return times
+
+
+def test_no_access_costs_more_than_100_ms_with_every_module_running():
+    """Each access's model CPU time, the least of three identical runs (the model is
+    deterministic on a hand-stepped clock and a seed, so a run slowed down by other
+    work on the machine is outvoted).  Before the vectorisation and the PID coupling
+    analysis, single accesses of this session took 0.1 to 1.2 s of CPU (the per-tone
+    loop through the IQ chain, every PID stepped in 64 chunks after each pause)."""
+    runs = [_busy_session(*everything_running()) for _ in range(3)]
+    labels = [label for label, _ in runs[0]]
+    best = [min(run[i][1] for run in runs) for i in range(len(labels))]
+    worst = sorted(zip(best, labels), reverse=True)
+    assert worst[0][0] < 0.1, f"slowest accesses (model CPU s): {worst[:5]}"
