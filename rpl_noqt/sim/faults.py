@@ -32,6 +32,9 @@ class Faults:
         self._drop_after: int | None = None
         self._garble = 0
         self._count = 0
+        #: any fault switched on; read without the lock on every request (the server skips
+        #: :meth:`next_action` while it is False)
+        self.active = False
         self.latency = latency
         self.drop_after = drop_after
         self.garble = garble
@@ -47,6 +50,7 @@ class Faults:
             raise ValueError(f"latency must be a number of seconds in [0, 60], got {value!r}")
         with self._lock:
             self._latency = float(value)
+            self._update_active()
 
     @property
     def drop_after(self) -> int | None:
@@ -60,6 +64,7 @@ class Faults:
         with self._lock:
             self._drop_after = value
             self._count = 0
+            self._update_active()
 
     @property
     def garble(self) -> int:
@@ -72,6 +77,7 @@ class Faults:
             raise ValueError(f"garble must be an integer >= 0 (number of replies), got {value!r}")
         with self._lock:
             self._garble = value
+            self._update_active()
 
     def clear(self) -> None:
         """Switch every fault off."""
@@ -80,6 +86,10 @@ class Faults:
             self._drop_after = None
             self._garble = 0
             self._count = 0
+            self._update_active()
+
+    def _update_active(self) -> None:
+        self.active = bool(self._latency or self._drop_after is not None or self._garble)
 
     def next_action(self) -> FaultAction:
         """Consume the faults that apply to the request being served."""
@@ -95,6 +105,7 @@ class Faults:
             if not drop and self._garble > 0:
                 self._garble -= 1
                 garble = True
+            self._update_active()
             return FaultAction(self._latency, drop, garble)
 
     def __repr__(self) -> str:
