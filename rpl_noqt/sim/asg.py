@@ -137,12 +137,15 @@ class AsgChannel:
         elif offset == 0x20:
             self.rdly = value & 0xFFFFFFFF
 
+    _REGISTERS = {0x8: "size", 0xC: "ofs", 0x10: "step", 0x18: "ncyc", 0x1C: "rnum", 0x20: "rdly"}
+
     def read(self, offset: int) -> int:
-        regs = {
-            0x4: ((self.dc & 0x3FFF) << 16) | self.amp, 0x8: self.size, 0xC: self.ofs,
-            0x10: self.step, 0x14: 0, 0x18: self.ncyc, 0x1C: self.rnum, 0x20: self.rdly,
-        }
-        return regs.get(offset, 0)
+        name = self._REGISTERS.get(offset)
+        if name is not None:
+            return getattr(self, name)
+        if offset == 0x4:
+            return ((self.dc & 0x3FFF) << 16) | self.amp
+        return 0
 
     def write_table(self, index: int, values: np.ndarray) -> None:
         end = min(TABLE_SIZE, index + len(values))

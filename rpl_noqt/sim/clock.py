@@ -11,10 +11,8 @@ however long that takes on a busy machine.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 
 from .signals import FPGA_CLOCK_HZ
 
@@ -35,24 +33,16 @@ class Clock:
         """The running time, ignoring :meth:`held` (subclasses override this)."""
         return (time.monotonic_ns() - self._t0) * 1e-9
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[float]:
-        """Stop time for the calling thread until the block ends; yields the instant.
+    def held(self) -> _Held:
+        """Stop time for the calling thread until the block ends; ``with`` yields the instant.
 
         The model holds the clock for each bus access, so the samples it
         freezes before a write and the write itself share one instant: the
         model's own computing time is not model time. Nested uses keep the
-        outer instant; other threads see the running time.
+        outer instant; other threads see the running time.  (A small class,
+        not a generator: it is entered on every bus access.)
         """
-        outer: float | None = getattr(self._held, "t", None)
-        if outer is not None:
-            yield outer
-            return
-        self._held.t = self._read()
-        try:
-            yield self._held.t
-        finally:
-            self._held.t = None
+        return _Held(self)
 
     def cycles(self, t: float | None = None) -> int:
         """The 64-bit FPGA cycle counter at time ``t`` (default: now)."""
@@ -77,3 +67,26 @@ class ManualClock(Clock):
             raise ValueError(f"cannot move the clock backwards by {seconds!r} s")
         with self._lock:
             self._now += seconds
+
+
+class _Held:
+    """The context manager of :meth:`Clock.held`."""
+
+    __slots__ = ("clock", "outer")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.outer: float | None = None
+
+    def __enter__(self) -> float:
+        local = self.clock._held
+        outer: float | None = getattr(local, "t", None)
+        self.outer = outer
+        if outer is not None:
+            return outer
+        t = local.t = self.clock._read()
+        return t
+
+    def __exit__(self, *exc: object) -> None:
+        if self.outer is None:
+            self.clock._held.t = None

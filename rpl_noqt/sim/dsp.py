@@ -223,25 +223,37 @@ class DspBus:
 
     def out_sum(self, channel: int, t: np.ndarray, ctx: EvalContext, saturate: bool = True) -> np.ndarray:
         """DAC ``channel`` (1/2): sum of the selected direct outputs, saturated."""
-        total = np.zeros(np.shape(t))
+        total = None  # starting from the first term rather than zeros: the same sum, a pass less per term
         bit = 1 << (channel - 1)
         for slot in range(MODULES + 2):
             if self.output_select[slot] & bit:
-                total = total + self.direct(slot, t, ctx)
-        return sat_volts(total) if saturate else total
+                term = self.direct(slot, t, ctx)
+                total = term if total is None else total + term
+        if total is None:
+            return np.zeros(np.shape(t))
+        return sat_volts(total) if saturate else np.asarray(total, dtype=float)
 
     def analog_in(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         """ADC ``channel``: the loopback cable (or the plant driving it) plus injected tones and noise."""
         fe = self.model.analog
         lb = fe.loopback[channel]
-        v = np.full(np.shape(t), lb.offset, dtype=float)
+        # terms that are exactly 0 are left out (the same sum, fewer passes over the samples)
+        v = np.full(np.shape(t), lb.offset, dtype=float) if lb.offset else None
         plant = self.model.plant
         if plant is not None and plant.drives(channel):
-            v = v + plant.input(channel, t, ctx)
+            term = plant.input(channel, t, ctx)
+            v = term if v is None else v + term
         elif lb.gain:
-            v = v + lb.gain * self.out_sum(channel, t - lb.delay, ctx)
+            term = self.out_sum(channel, t - lb.delay if lb.delay else t, ctx)
+            if lb.gain != 1.0:
+                term = lb.gain * term
+            v = term if v is None else v + term
         tones = fe.tone_spectrum(channel)
-        v = v + tones.evaluate(t, ctx.rng, ctx.noise_scale)
+        if len(tones.freqs) or tones.dc or (tones.noise and ctx.rng is not None):
+            term = tones.evaluate(t, ctx.rng, ctx.noise_scale)
+            v = term if v is None else v + term
+        if v is None:
+            return np.zeros(np.shape(t))
         return sat_volts(v)
 
     def upstream_modules(self, slot: int) -> set[int]:

@@ -81,20 +81,20 @@ class FpgaModel:
     def read(self, address: int, count: int = 1) -> np.ndarray:
         """``count`` 32-bit words starting at absolute ``address``."""
         with self.lock, self.clock.held():  # one access, one instant
-            self.advance()
+            self._advance()
             return self._read_words(address, count)
 
     def read_word(self, address: int) -> int:
         """The 32-bit word at absolute ``address`` as an int (``read(address, 1)``, without numpy)."""
         with self.lock, self.clock.held():  # one access, one instant
-            self.advance()
+            self._advance()
             return self._read_word(address & 0xFFFFFFFF) & 0xFFFFFFFF
 
     def write(self, address: int, values: Sequence[int] | np.ndarray) -> None:
         """Write 32-bit words starting at absolute ``address``."""
         values = np.asarray(values, dtype=np.uint64).astype(np.int64)
         with self.lock, self.clock.held():  # one access, one instant
-            self.advance()
+            self._advance()
             self._freeze_past()
             self._bump()
             i, count = 0, len(values)
@@ -116,6 +116,10 @@ class FpgaModel:
         words inside one region is read as a block (the scope brought up to
         date once for it), every other word on its own.
         """
+        n = self._scope_span(address, count)
+        if n == count:  # the usual read: part of one scope channel
+            offset = address - SCOPE_BASE
+            return self.scope.read_buffer((offset >> 16) - 1, (offset & 0xFFFF) >> 2, n).astype(np.uint32, copy=False)
         out = np.empty(count, dtype=np.uint32)
         i = 0
         while i < count:
@@ -199,39 +203,43 @@ class FpgaModel:
     def advance(self) -> None:
         """Step the PID integrators up to the current time."""
         with self.lock, self.clock.held():  # one access, one instant
-            now = self.clock.now()
-            dt_total = now - self._t_dyn
-            if dt_total <= 0:
-                return
-            if self.plant is not None and self.plant.time_varying:
-                self._bump()  # a drifting plant has changed since the last access, as a register write would
-            pids, rates, coupled, coupled_rates = self._active_pids()
-            if not pids:
-                self._t_dyn = now
-                return
-            dt_nom = min(1e-3, 0.5 / rates[0]) if rates else dt_total
-            steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
-            dt = dt_total / steps
-            times = self._t_dyn + dt * np.arange(1, steps + 1)
-            # A PID whose input no other moving PID reaches, and which reaches no
-            # other's input, is stepped in one piece (its feedback table kept
-            # while the registers stay: no other integrator changes it).
-            for p in pids:
-                if p not in coupled:
-                    p.advance(times, dt, True)  # type: ignore[attr-defined]
-            # Coupled PIDs see each other's trajectories only from chunk to chunk,
-            # so chunks are short enough for every integrator of the group but
-            # the fastest (whose own loop each step solves implicitly) to move
-            # little within one.
-            if coupled:
-                chunks = 1
-                if len(coupled_rates) > 1:
-                    chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * coupled_rates[1] / COUPLING_STEP)))
-                alone = len(coupled) == 1
-                for part in (times,) if chunks == 1 else np.array_split(times, chunks):
-                    for p in coupled:
-                        p.advance(part, dt, alone)  # type: ignore[attr-defined]
+            self._advance()
+
+    def _advance(self) -> None:
+        """:meth:`advance` for a caller that holds the lock and the instant (every bus access)."""
+        now = self.clock.now()
+        dt_total = now - self._t_dyn
+        if dt_total <= 0:
+            return
+        if self.plant is not None and self.plant.time_varying:
+            self._bump()  # a drifting plant has changed since the last access, as a register write would
+        pids, rates, coupled, coupled_rates = self._active_pids()
+        if not pids:
             self._t_dyn = now
+            return
+        dt_nom = min(1e-3, 0.5 / rates[0]) if rates else dt_total
+        steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
+        dt = dt_total / steps
+        times = self._t_dyn + dt * np.arange(1, steps + 1)
+        # A PID whose input no other moving PID reaches, and which reaches no
+        # other's input, is stepped in one piece (its feedback table kept
+        # while the registers stay: no other integrator changes it).
+        for p in pids:
+            if p not in coupled:
+                p.advance(times, dt, True)  # type: ignore[attr-defined]
+        # Coupled PIDs see each other's trajectories only from chunk to chunk,
+        # so chunks are short enough for every integrator of the group but
+        # the fastest (whose own loop each step solves implicitly) to move
+        # little within one.
+        if coupled:
+            chunks = 1
+            if len(coupled_rates) > 1:
+                chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * coupled_rates[1] / COUPLING_STEP)))
+            alone = len(coupled) == 1
+            for part in (times,) if chunks == 1 else np.array_split(times, chunks):
+                for p in coupled:
+                    p.advance(part, dt, alone)  # type: ignore[attr-defined]
+        self._t_dyn = now
 
     def _active_pids(self) -> tuple[list[Any], list[float], list[Any], list[float]]:
         """The PIDs that move, fastest integrator first, and their integrator rates;

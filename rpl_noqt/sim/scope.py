@@ -110,7 +110,7 @@ class Scope:
     def _samples(self, k0: int, k1: int) -> np.ndarray:
         """Volts of both channels for sample indices [k0, k1) of this epoch."""
         ks = np.arange(k0, k1)
-        t = self.sample_time(ks)
+        t = self.t_arm + np.arange(k0 + 1, k1 + 1) * self.period  # sample_time(ks), one pass less
         bus = self.model.bus
         out = np.empty((2, len(ks)))
         if self.avg and self.dec > 1:
@@ -165,10 +165,12 @@ class Scope:
         k0 = max(self.k_mat, k_upto - N)
         for start in range(k0, k_upto, CHUNK):
             end = min(k_upto, start + CHUNK)
-            volts = self._samples(start, end)
-            addr = (self.wp0 + np.arange(start, end)) % N
-            self.buf[0, addr] = volts_to_code(volts[0])
-            self.buf[1, addr] = volts_to_code(volts[1])
+            codes = volts_to_code(self._samples(start, end))
+            first = (self.wp0 + start) % N  # at most N samples: one piece, or two around the end
+            head = min(end - start, N - first)
+            self.buf[:, first:first + head] = codes[:, :head]
+            if head < end - start:
+                self.buf[:, : end - start - head] = codes[:, head:]
         self.k_mat = k_upto
 
     # -- trigger search ------------------------------------------------------------------
@@ -378,5 +380,7 @@ class Scope:
         self.advance(now)
         if self.armed or self.k_stop is not None:
             self._materialize(self._written(now))
+        if index + count <= N:
+            return self.buf[channel, index:index + count].copy()
         idx = (index + np.arange(count)) % N
         return self.buf[channel, idx]

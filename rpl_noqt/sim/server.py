@@ -593,11 +593,13 @@ class Simulator:
                     return
                 if action.delay and conn.wait_gone(action.delay):
                     return  # the client left (or we stop) during the delay: nothing more to do for it
+            data = None  # a block read's words, sent from the array itself (no copy into one reply)
             if command == READ:
                 if length == 1:
                     reply = raw + pack_word(read_word(address))
                 else:
-                    reply = raw + read(address, length).astype("<u4", copy=False).tobytes()
+                    reply = raw
+                    data = memoryview(np.ascontiguousarray(read(address, length), dtype="<u4")).cast("B")
             else:
                 write(address, np.frombuffer(payload, dtype="<u4"))
                 reply = raw
@@ -606,11 +608,24 @@ class Simulator:
             with self._lock:
                 self.requests += 1
             try:
-                sock.sendall(reply)
+                if data is None:
+                    sock.sendall(reply)
+                else:
+                    _send_both(sock, reply, data)
             except OSError:
                 return
             conn.busy = False
             conn.last_done = time.monotonic()
+
+
+def _send_both(sock: socket.socket, head: bytes, body: memoryview) -> None:
+    """``sendall(head + body)`` without building the concatenation (one system call when it fits)."""
+    sent = sock.sendmsg([head, body])
+    if sent < len(head):
+        sock.sendall(head[sent:])
+        sent = len(head)
+    if sent - len(head) < len(body):
+        sock.sendall(body[sent - len(head):])
 
 
 class _Stopped(Exception):

@@ -41,7 +41,7 @@ def sat_volts(v: np.ndarray | float) -> np.ndarray:
 def volts_to_code(v: np.ndarray | float) -> np.ndarray:
     """Volts -> unsigned 14-bit register code (two's complement in 14 bits)."""
     c = _clip(np.round(np.asarray(v, dtype=float) * CODES_PER_VOLT), -8192.0, 8191.0)
-    return (c.astype(np.int64) & 0x3FFF).astype(np.uint32)
+    return c.astype(np.int32).view(np.uint32) & np.uint32(0x3FFF)
 
 
 def signed(value: int, bits: int) -> int:
