@@ -13,13 +13,27 @@ minus its logging) measures:
   read 2 x 16384 words: what ``scope.single()`` costs on the wire).
 
 Echo and simulator samples alternate in rounds; the ratio is the median of
-the per-round ratios, with its spread.
+the per-round ratios, with its spread.  Then, on the simulator alone (issue 13,
+part 4):
+
+* a scope read that crosses the end of channel 1's buffer by one word, against
+  the same read inside the buffer (12.4 s against 1.8 ms before);
+* every access of a busy session with every module running (both ASGs on the
+  outputs, two integrating PIDs, one in a loop, an IQ sweeping as PyRPL's
+  network analyzer does, another demodulating, the scope averaging in1 and in2
+  at decimation 1024, 1 mV of noise on the inputs): the round-trip time
+  of each access over the wire, p50/p99/max per round, and the model's own
+  time for each (the server thread's CPU time inside the model).
+
+Goals (issue 13): round trips >= 0.9x the echo, curves >= 0.5x the echo,
+p99 of the busy session <= 5 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import socket
 import struct
 import sys
@@ -29,11 +43,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _util import Ratio, interleave, median, table  # noqa: E402
+from _util import Ratio, goal, interleave, median, table  # noqa: E402
 
 from rpl_noqt.sim import Simulator  # noqa: E402
 
 SCOPE = 0x40100000
+ASG = 0x40200000
+DSP = 0x40300000
 ASG0_FREQ = 0x40200010
 
 
@@ -137,6 +153,11 @@ class Client:
         self.sock.sendall(header + struct.pack("<I", value))
         assert self._recv(8) == header, "header echo mismatch"
 
+    def write_words(self, address: int, values: list[int]) -> None:
+        header = struct.pack("<BBHI", ord("w"), 0, len(values), address)
+        self.sock.sendall(header + struct.pack(f"<{len(values)}I", *values))
+        assert self._recv(8) == header, "header echo mismatch"
+
     def close(self) -> None:
         self.sock.close()
 
@@ -175,20 +196,159 @@ def scope_curves(port: int, seconds: float) -> float:
         c.close()
 
 
+def boundary_read(port: int) -> tuple[float, float]:
+    """Seconds for 2^14 words of ch1 read inside the buffer, and from its second word on
+    (one word into ch2): a block read across the boundary instead of a per-word fallback."""
+    c = Client(port)
+    try:
+        c.write(SCOPE + 0x14, 1)
+        c.write(SCOPE, 1)
+        c.write(SCOPE + 0x4, 1)
+        t0 = time.perf_counter()
+        c.read(SCOPE + 0x10000, 2**14)
+        inside = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c.read(SCOPE + 0x10004, 2**14)
+        return inside, time.perf_counter() - t0
+    finally:
+        c.close()
+
+
+def _everything_running(c: Client) -> None:
+    """Both ASGs on the outputs, two integrating PIDs (pid0 in a loop through
+    out1 -> in1, pid1 on in2), iq0 as the network analyzer (in1, out1), iq1
+    demodulating in1 (read by the sampler), the scope averaging in1 and in2 at
+    decimation 1024 (134 ms traces); the caller sets 1 mV of noise on both inputs.
+
+    Not in it, because the model does not keep up with real time there
+    (docs/simulator.md, Speed): PIDs coupled over the bus (one's output another's
+    input: each step of each costs a routing evaluation), and an IQ output on
+    the scope with noise on its input (the noise goes through the IQ chain
+    cycle by cycle).  A scope that acquires all the time costs in proportion to
+    its sample rate: 8 sub-samples per averaged sample per channel, about real
+    time at decimation 64."""
+    sine = [int(round(math.sin(2 * math.pi * i / 2**14) * 8191)) & 0x3FFF for i in range(2**14)]
+    c.write_words(ASG + 0x10000, sine)
+    c.write_words(ASG + 0x20000, [4000 if i < 2**13 else (-4000) & 0x3FFF for i in range(2**14)])
+    for address, value in (
+        (ASG + 0x04, 0x1000), (ASG + 0x24, 0x0800), (ASG + 0x08, 2**30 - 1), (ASG + 0x28, 2**30 - 1),
+        (ASG + 0x10, int(1e3 / 125e6 * 2**30)), (ASG + 0x30, int(5e3 / 125e6 * 2**30)),
+        (ASG, (1 << 16) | 1 | (1 << 20) | (1 << 4)), (DSP + 0x80004, 1), (DSP + 0x90004, 2),
+        (DSP + 0x00000, 10), (DSP + 0x00108, 400), (DSP + 0x0010C, int(628 / 125e6 * 2**32)), (DSP + 0x00004, 1),
+        (DSP + 0x10000, 11), (DSP + 0x1010C, int(63 / 125e6 * 2**32)),
+        (DSP + 0x60000, 10), (DSP + 0x60108, int(25e3 / 125e6 * 2**32)),
+        (DSP + 0x60124, (0x80 | 10) | ((0x80 | 10) << 8)), (DSP + 0x60118, 1000),
+        (DSP + 0x50000, 10), (DSP + 0x50114, 2**13), (DSP + 0x50130, 12500), (DSP + 0x50134, 100),
+        (DSP + 0x50004, 1), (DSP + 0x80000, 10), (DSP + 0x90000, 11),
+        (SCOPE + 0x14, 1024), (SCOPE + 0x28, 1), (SCOPE + 0x10, 2**13),
+    ):
+        c.write(address, value)
+
+
+def busy_session(port: int, seconds: float) -> list[float]:
+    """Round-trip times (s) of every access of a session that sweeps the NA point by
+    point, takes scope curves and reads PIDs and the sampler, for ``seconds``."""
+    c = Client(port)
+    times: list[float] = []
+
+    def timed(func, *args):
+        t0 = time.perf_counter()
+        func(*args)
+        times.append(time.perf_counter() - t0)
+
+    try:
+        point = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            point += 1
+            timed(c.write, DSP + 0x50108, int((1e4 + 3e4 * (point % 30)) / 125e6 * 2**32))  # NA point
+            time.sleep(1.1e-4)  # its 100 sleep cycles + 12500 averages
+            timed(c.read, DSP + 0x50140, 4)
+            if point % 5 == 0:  # a scope curve now and then, while the sweep goes on
+                timed(c.write, SCOPE, 2)
+                timed(c.write, SCOPE, 1)
+                timed(c.write, SCOPE + 0x4, 1)
+                timed(c.read, SCOPE)
+                timed(c.read, SCOPE + 0x1C)
+                timed(c.read, SCOPE + 0x10000, 2**14)
+                timed(c.read, SCOPE + 0x20000, 2**14)
+            for n in range(2):
+                timed(c.read, DSP + 0x10000 * n + 0x100)  # pid ival
+            timed(c.read, DSP + 0x60010)  # sampler: iq1
+        return times
+    finally:
+        c.close()
+
+
+class _ModelTime:
+    """The server thread's CPU time inside each model access (wraps the model's entry points)."""
+
+    def __init__(self, model) -> None:
+        self.samples: list[float] = []
+        for name in ("read", "write", "read_word"):
+            setattr(model, name, self._timed(getattr(model, name)))
+
+    def _timed(self, func):
+        def run(*args):
+            t0 = time.thread_time()
+            try:
+                return func(*args)
+            finally:
+                self.samples.append(time.thread_time() - t0)
+        return run
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="duration of each sample")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     rows = []
+    ratios = {}
     with EchoServer() as echo, Simulator(seed=0) as sim:
         for metric, func in (("register round trips/s", register_round_trips), ("scope curves/s", scope_curves)):
             rates = interleave({"echo": lambda f=func: f(echo.port, args.seconds),
                                 "simulator": lambda f=func: f(sim.port, args.seconds)}, args.rounds)
-            ratio = Ratio.of(rates["simulator"], rates["echo"])
+            ratio = ratios[metric] = Ratio.of(rates["simulator"], rates["echo"])
             rows.append((f"{metric}: simulator", f"{median(rates['simulator']):.0f}",
                          f"echo {median(rates['echo']):.0f}; sim/echo {ratio}"))
     table("simulator vs echo server (same transport; medians, interleaved)", rows)
+    goal("register round trips, simulator/echo", ratios["register round trips/s"], 0.9, at_most=False)
+    goal("scope curves/s, simulator/echo", ratios["scope curves/s"], 0.5, at_most=False)
+
+    with Simulator(seed=0) as sim:
+        reads = [boundary_read(sim.port) for _ in range(3)]
+    inside, across = (median([r[i] for r in reads]) for i in (0, 1))
+    table("a scope read of 2^14 words (median of 3)", [
+        ("inside ch1's buffer", f"{inside * 1e3:.2f} ms", ""),
+        ("crossing into ch2 by one word", f"{across * 1e3:.2f} ms", "12.4 s before (a per-word loop)"),
+    ])
+
+    rows, p99s = [], []
+    with Simulator(seed=0) as sim:
+        for ch in (1, 2):
+            sim.model.set_loopback(ch, noise=1e-3)
+        setup = Client(sim.port)
+        _everything_running(setup)
+        setup.close()
+        model_time = _ModelTime(sim.model)
+        all_times: list[float] = []
+        for r in range(args.rounds):
+            times = busy_session(sim.port, max(1.0, 5 * args.seconds))
+            p99s.append(_pct(times, 99))
+            all_times += times
+            rows.append((f"round {r + 1}: {len(times)} accesses", f"p99 {_pct(times, 99) * 1e3:.2f} ms",
+                         f"p50 {_pct(times, 50) * 1e3:.2f} ms, max {max(times) * 1e3:.1f} ms"))
+        model = model_time.samples
+        rows.append(("model time per access (server thread CPU)", f"p99 {_pct(model, 99) * 1e3:.2f} ms",
+                     f"p50 {_pct(model, 50) * 1e3:.3f} ms, max {max(model) * 1e3:.1f} ms"))
+    table("every module running: round trip of each access (scope, ASGs, NA sweep, PIDs, IQ)", rows)
+    goal("p99 of an access with every module running / 5 ms", Ratio.of(p99s, [5e-3] * len(p99s)), 1.0)
     return 0
 
 

@@ -360,6 +360,7 @@ class Simulator:
             raise RuntimeError(f"simulator already running on {self.host}:{self.port}")
         sock = self._bind(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
+        _warm_up()
         self._listen(sock)
         log.info("simulated Red Pitaya listening on %s:%d (policy %s)", self.host, self.port, self.client_policy.value)
         return self
@@ -616,6 +617,23 @@ class Simulator:
                 return
             conn.busy = False
             conn.last_done = time.monotonic()
+
+
+_warmed = threading.Event()
+
+
+def _warm_up() -> None:
+    """Import scipy.signal in the background once per process (1.4 s here): the IQ
+    noise path needs it, and the first access that did took that long."""
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import scipy.signal  # noqa: F401
+
+    threading.Thread(target=load, name="rpl-sim-warm-up", daemon=True).start()
 
 
 def _send_both(sock: socket.socket, head: bytes, body: memoryview) -> None:
