@@ -9,7 +9,7 @@ import threading
 
 from .plants import PLANTS
 from .plants.simulator import Simulator
-from .server import ClientPolicy
+from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_TIMEOUT, ClientPolicy
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the noise generator")
     parser.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
                         help="white noise (V rms) on both inputs, like a board's ADCs (default 0: noiseless)")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help=f"connections open at once; more are closed at once, logged (default "
+                             f"{DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--queue-timeout", type=_seconds, default=DEFAULT_QUEUE_TIMEOUT, metavar="S",
+                        help=f"queue/exit: longest wait of a client for its turn, 0 = no limit (default "
+                             f"{DEFAULT_QUEUE_TIMEOUT:g})")
+    parser.add_argument("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="S",
+                        help=f"queue/exit: how long the current client may sit idle while another waits, "
+                             f"0 = no limit (default {DEFAULT_IDLE_TIMEOUT:g})")
     parser.add_argument("--plant", default=None, choices=sorted(PLANTS),
                         help="a physical system behind the outputs instead of the cables (see docs/simulator.md)")
     parser.add_argument("--plant-param", action="append", default=[], metavar="NAME=VALUE",
                         help="a plant parameter, e.g. --plant-param linewidth=1e5 (repeatable)")
+
+
+def _seconds(text: str) -> float | None:
+    """A time limit in seconds; 0 means none."""
+    value = float(text)
+    return None if value == 0 else value
 
 
 def _plant_params(args: argparse.Namespace) -> dict[str, float]:
@@ -57,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     params = _plant_params(args)
     try:
         sim = Simulator(args.host, args.port, client_policy=args.client_policy, seed=args.seed,
-                        plant=args.plant, plant_params=params or None)
+                        plant=args.plant, plant_params=params or None,
+                        max_connections=getattr(args, "max_connections", DEFAULT_MAX_CONNECTIONS),
+                        queue_timeout=getattr(args, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+                        idle_timeout=getattr(args, "idle_timeout", DEFAULT_IDLE_TIMEOUT))
     except ValueError as exc:
         raise SystemExit(f"rpl-noqt sim: {exc}") from None
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -286,3 +286,16 @@ def test_a_client_of_another_process_gets_a_clear_error_within_its_connect_timeo
         free = subprocess.run([sys.executable, "-c", script, str(sim.port)], capture_output=True, text=True,
                               timeout=120, env=env)
         assert free.stdout.startswith("connected"), free.stdout + free.stderr[-2000:]
+
+
+def test_the_limits_are_settable_from_the_command_line():
+    import argparse
+
+    from rpl_noqt.sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser()
+    sim_cli.configure_parser(parser)
+    args = parser.parse_args([])
+    assert (args.max_connections, args.queue_timeout, args.idle_timeout) == (DEFAULT_MAX_CONNECTIONS, 10.0, 5.0)
+    args = parser.parse_args(["--max-connections", "8", "--queue-timeout", "0", "--idle-timeout", "2.5"])
+    assert (args.max_connections, args.queue_timeout, args.idle_timeout) == (8, None, 2.5)
