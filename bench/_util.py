@@ -160,12 +160,20 @@ class Worker:
 
     def call(self, op: str, **kwargs: Any) -> Any:
         """Run ``op`` in the child and return its result."""
+        self.submit(op, **kwargs)
+        return self.result()
+
+    def submit(self, op: str, **kwargs: Any) -> None:
+        """Start ``op`` in the child without waiting (several workers then run at once); see :meth:`result`."""
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
             self._fail("exited")
+
+    def result(self) -> Any:
+        """The result of the operation :meth:`submit` started."""
         return self._reply(None)
 
     def _reply(self, _timeout: float | None) -> Any:

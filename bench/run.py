@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 BENCHES = ["bench_signals.py", "bench_memory.py", "bench_import.py", "bench_session.py", "bench_sim.py",
-           "bench_curves.py"]
+           "bench_curves.py", "bench_remote.py"]
 
 
 def main() -> int:

@@ -143,3 +143,19 @@ def test_lock_table_semantics():
     with pytest.raises(BoardLockedError):
         table.check("b", "asg0.offset", "set")
     assert table.force_unlock("asg0") == "a" and table.release_all("b") == 1 and table.holders() == {}
+
+
+# -- the embedded coordinator ------------------------------------------------------------
+def test_embedded_coordinator_prints_frames_as_sizes():
+    """pyleco's Coordinator formats every routed payload into a debug f-string: a curve's frames
+    must print as their sizes (not a megabyte of repr), and still go out unchanged."""
+    from pyleco.core.message import Message
+
+    from rpl_noqt.remote.coordinator import _Frames
+
+    curve = bytes(range(256)) * 1024
+    message = Message(b"rp", sender=b"c", data=b"{}", additional_payload=[curve])
+    frames = _Frames(message.payload)
+    assert f"{frames}" == "<2 frame(s), 262146 bytes>" and repr(frames) == str(frames)
+    message.payload = frames
+    assert message.to_frames()[-1] == curve and list(frames) == [b"{}", curve]
