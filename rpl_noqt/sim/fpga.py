@@ -96,6 +96,7 @@ class FpgaModel:
         with self.lock, self.clock.held():  # one access, one instant
             self._advance()
             self._freeze_past()
+            self._pfd_before_write(address & 0xFFFFFFFF)
             self._bump()
             i, count = 0, len(values)
             while i < count:
@@ -195,6 +196,20 @@ class FpgaModel:
         now = self.clock.now()
         self.bus.blocks[3].update(now)  # type: ignore[attr-defined]
         self.scope.sync(now)
+
+    def _pfd_before_write(self, address: int) -> None:
+        """Bring the IQ modules' phase-frequency detectors to now before a write
+        may change their signals: every watched one, and the one whose IQ
+        module (or the sync register) is written (``pfd.py``)."""
+        dsp = address & 0xFFF00000 == DSP_BASE
+        slot = (address >> 16) & 0xF if dsp else -1
+        sync = dsp and address & 0xFFFF == 0x0C
+        now = None
+        for n in (5, 6, 7):
+            pfd = self.bus.blocks[n].pfd  # type: ignore[attr-defined]
+            if pfd.on and (pfd.watched or slot == n or sync):
+                now = self.clock.now() if now is None else now
+                pfd.update(now)
 
     def _bump(self) -> None:
         self.version += 1

@@ -14,8 +14,11 @@ Model (all in the phasor view of :class:`~rpl_noqt.sim.signals.Spectrum`):
   ``4 / 2**24``.  The quadrature low-pass (0x124, 2 stages; 4 on iq2) is applied
   exactly to every tone offset.
 * outputs: ``output_signal`` = quadrature 1 times ``g3 / 2**10`` (0x10C = 0),
-  the modulation (0x10C = 1), pfd (not modelled: 0) or off; ``output_direct`` =
+  the modulation (0x10C = 1), the PFD's counter (0x10C = 2, ``counts / 2**13`` V,
+  :mod:`~rpl_noqt.sim.pfd`) or off; ``output_direct`` =
   ``(q1 g1 / 2**20 + g2 / 2**17) sin theta + q2 g4 / 2**20 cos theta``.
+* phase-frequency detector (0x100 bit 1 ``pfd_on``, on after a reload; the
+  counter at 0x150): :mod:`~rpl_noqt.sim.pfd`.
 * network analyzer: a write to 0x108 clears the sums, waits ``na_sleepcycles``
   (0x134) cycles and then sums ``na_averages`` (0x130) samples of q1 and q2,
   readable at 0x140..0x14C as 62-bit numbers with bit 31 of every word set while
@@ -31,6 +34,7 @@ import numpy as np
 
 from . import filters
 from .dsp import DspBlock, EvalContext
+from .pfd import Pfd
 from .signals import CYCLE, FPGA_CLOCK_HZ, Spectrum, grid_phasor_sum, sat_volts, signed
 
 LUTSZ, LUTBITS, PHASEBITS, GAINBITS, SIGNALBITS, LPFBITS, SHIFTBITS = 11, 17, 32, 18, 14, 24, 8
@@ -47,7 +51,7 @@ class Iq(DspBlock):
     def __init__(self, model, number: int) -> None:
         super().__init__(model, number)
         self.quad_params = filters.FilterParams(stages=4 if number == 7 else 2, shiftbits=5, minbw=10)
-        self.flags = 0  # bits 1..5 of 0x100
+        self.flags = 0x2  # bits 1..5 of 0x100; pfd_on (bit 1) is 1 after a reload (red_pitaya_iq_block.v line 121)
         self.phase_reg = 0
         self.freq_reg = 0
         self.output_select = 0
@@ -66,6 +70,7 @@ class Iq(DspBlock):
         self.na_result: tuple[int, int] | None = None
         self.na_n = 0
         self.na_sleep = 0
+        self.pfd = Pfd(self)
 
     # -- registers -------------------------------------------------------------
     def read(self, offset: int) -> int:
@@ -73,6 +78,8 @@ class Iq(DspBlock):
             return (self.flags & 0x3E) | int(self.model.bus.synced(self.number))
         if 0x140 <= offset <= 0x14C:
             return self._na_word((offset - 0x140) // 4)
+        if offset == 0x150:
+            return self.pfd.read(self.model.clock.now())
         regs = {
             0x104: self.phase_reg, 0x108: self.freq_reg, 0x10C: self.output_select,
             0x110: self.g[0], 0x114: self.g[1], 0x118: self.g[2], 0x11C: self.g[3],
@@ -89,7 +96,11 @@ class Iq(DspBlock):
     def write(self, offset: int, value: int) -> None:
         now = self.model.clock.now()
         if offset == 0x100:
+            was = self.pfd.on
+            self.pfd.update(now)
             self.flags = value & 0x3E
+            if self.pfd.on != was:
+                self.pfd.set_on(self.pfd.on, now)
         elif offset == 0x104:
             self.phase_reg = value & 0xFFFFFFFF
         elif offset == 0x108:
@@ -281,11 +292,15 @@ class Iq(DspBlock):
             return self._quadrature(t, ctx, False)
         if self.output_select == 1:
             return self._modulation(t, ctx)
+        if self.output_select == 2:
+            return self.pfd.output(t)
         return np.zeros(np.shape(t))
 
     def fallback(self, t: np.ndarray) -> np.ndarray:
         if self.output_select == 1:
             return sat_volts(self._gain(1) / 2.0**17 * np.sin(self.theta(t)))
+        if self.output_select == 2:
+            return np.full(np.shape(t), self.pfd.value / 2.0**13)
         return np.zeros(np.shape(t))
 
     # -- spectra -------------------------------------------------------------------
@@ -339,6 +354,8 @@ class Iq(DspBlock):
             return self._quadrature_spectrum(ctx, False)
         if self.output_select == 1:
             return self.direct_spectrum(ctx)
+        if self.output_select == 2:  # the counter as it is now (it ramps at the frequency difference)
+            return Spectrum(dc=self.pfd.value / 2.0**13)
         return Spectrum()
 
     # -- network analyzer -------------------------------------------------------------

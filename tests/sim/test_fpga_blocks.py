@@ -1,0 +1,123 @@
+"""The FPGA blocks of issue 13 part 2, through unmodified PyRPL on a simulator
+whose model clock the test moves (``ManualClock``), so counts are exact:
+the IQ modules' phase-frequency detector (``pfd.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpl_noqt.sim import FpgaModel, ManualClock, Simulator
+
+from conftest import pyrpl_on
+
+
+@pytest.fixture
+def msim():
+    clock = ManualClock(start=1.0)
+    with Simulator(model=FpgaModel(seed=1, clock=clock)) as simulator:
+        simulator.clock = clock
+        yield simulator
+
+
+@pytest.fixture
+def mp(msim, pyrpl_lib):
+    with pyrpl_on(msim, pyrpl_lib) as instance:
+        yield instance
+
+
+def _pfd_setup(rp, f_in, f_lo, amplitude=0.5):
+    rp.asg0.setup(waveform="sin", frequency=f_in, amplitude=amplitude, offset=0.0,
+                  trigger_source="immediately", output_direct="out1")
+    iq = rp.iq0
+    iq.pfd_on = False
+    iq.input = "in1"
+    iq.frequency = f_lo
+    iq.output_direct = "off"
+    iq.output_signal = "pfd"
+    return iq
+
+
+def _counts(iq):
+    return round(iq.pfd_integral * 14)  # PyRPL: FloatRegister(0x150, bits=14, norm=14)
+
+
+@pytest.mark.parametrize("df", [+1000.0, -1000.0])
+def test_pfd_integral_counts_the_frequency_difference(mp, msim, df):
+    rp = mp.rp
+    iq = _pfd_setup(rp, 1e6 + df, 1e6)
+    assert iq.pfd_integral == 0  # held in reset while pfd_on is False
+    msim.clock.advance(0.1)
+    assert iq.pfd_integral == 0
+    iq.pfd_on = True
+    exact = rp.asg0.frequency - iq.frequency  # the registers' frequencies, as PyRPL reads them back
+    assert exact == pytest.approx(df, abs=0.2)
+    last = 0
+    for k in range(1, 6):
+        msim.clock.advance(0.5)
+        counts = _counts(iq)
+        assert abs(counts - exact * 0.5 * k) <= 1.5, (k, counts)
+        assert abs(counts - last) >= 499  # it keeps counting between reads
+        last = counts
+    # routed as the IQ's output signal: counts / 2**13 V, read by the sampler at the same instant
+    assert rp.sampler.iq0 * 2**13 == pytest.approx(counts, abs=1.5)
+
+
+def test_pfd_saturates_where_the_rtl_counter_sits_and_resets(mp, msim):
+    rp = mp.rp
+    iq = _pfd_setup(rp, 1.1e6, 1e6)
+    iq.pfd_on = True
+    msim.clock.advance(0.2)  # 20000 counts would be needed
+    assert _counts(iq) == 8190
+    assert iq.pfd_integral == pytest.approx(585.0, abs=0.01)  # PyRPL's doc: "-585 is the maximum value"
+    iq.frequency = 1.2e6  # now the local oscillator is faster: it counts down from the saturation
+    msim.clock.advance(1e-3)
+    assert _counts(iq) == pytest.approx(8190 - 100, abs=2)
+    msim.clock.advance(0.2)
+    assert _counts(iq) == -8191
+    iq.pfd_on = False
+    assert iq.pfd_integral == 0
+    iq.pfd_on = True
+    msim.clock.advance(1e-3)
+    assert _counts(iq) == pytest.approx(-100, abs=2)
+
+
+def test_pfd_equal_frequencies_stay_within_a_count_and_off_input_never_counts(mp, msim):
+    rp = mp.rp
+    f = 125e6 / 128  # exact for both the ASG (2**30 step) and the IQ (2**32 phase) registers
+    iq = _pfd_setup(rp, f, f)
+    assert rp.asg0.frequency == iq.frequency == f
+    iq.pfd_on = True
+    seen = set()
+    for _ in range(20):
+        msim.clock.advance(0.137)
+        seen.add(_counts(iq))
+    # the input and the LO cross alternately: between an input crossing and the next LO
+    # crossing the counter is one higher (what the PID behind a PFD averages to a phase)
+    assert seen <= {-1, 0, 1} and max(seen) - min(seen) == 1
+    # no signal at the input: only the local oscillator's crossings count (down)
+    rp.asg0.output_direct = "off"
+    msim.clock.advance(1e-3)
+    base = _counts(iq)
+    msim.clock.advance(2e-3)
+    assert _counts(iq) - base == pytest.approx(-2e-3 * f, abs=2)
+    # a DC input never crosses either
+    msim.model.set_loopback(1, offset=-0.3)
+    base = _counts(iq)
+    msim.clock.advance(1e-3)
+    assert _counts(iq) - base == pytest.approx(-1e-3 * f, abs=2)
+
+
+def test_pfd_counts_a_two_tone_input_cycle_by_cycle(mp, msim):
+    """Two equal tones (no dominant one): the model counts the sign of the sum per cycle."""
+    rp = mp.rp
+    iq = _pfd_setup(rp, 200e3, 100e3, amplitude=0.3)
+    rp.asg1.setup(waveform="sin", frequency=300e3, amplitude=0.3, trigger_source="immediately",
+                  output_direct="out1")
+    iq.pfd_on = True
+    msim.clock.advance(1e-3)
+    c1 = _counts(iq)
+    msim.clock.advance(1e-3)
+    c2 = _counts(iq)
+    # sin(2 pi 200k t + a) + sin(2 pi 300k t + b) = 2 sin(2 pi 250k t + .) cos(2 pi 50k t + .):
+    # 5 + 1 sign changes every 10 us, 3 of them negative-going: 300 per ms, minus the LO's 100
+    assert c2 - c1 == pytest.approx(200, abs=3)
