@@ -271,7 +271,7 @@ def open_sessions() -> list[Session]:
 
 def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] | None = _UNSET,
             ssh: bool = _UNSET, connect_timeout: float | None = None, io_timeout: float | None = None,
-            strict: bool = _UNSET, **pyrpl_kwargs: Any) -> Session | RemoteSession:
+            strict: bool = _UNSET, isolate: bool = False, **pyrpl_kwargs: Any) -> Session | RemoteSession:
     """Open (or join) the session of the board at ``hostname:port``.
 
     ``hostname="leco://NAME"`` (or ``"leco://NAME@HOST:PORT"``) instead joins a
@@ -306,6 +306,13 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
         register holds, as upstream does, with one WARNING naming the value the
         board took. True: it raises ``ValueError`` instead. Values that are
         never valid (NaN, inf, ``True`` for a frequency, ...) always raise.
+    isolate
+        True: run the board's session in a child process of this one (a
+        board server on its own loopback coordinator) and return a
+        :class:`~rpl_noqt.remote.client.RemoteSession` to it. The child exits
+        when this process dies; a child that crashed or was killed makes
+        calls raise :class:`~rpl_noqt.errors.BoardConnectionError` at once.
+        Needs pyleco (``pip install "rpl-noqt[remote]"``); see docs/remote.md.
     **pyrpl_kwargs
         Further ``Pyrpl``/``RedPitaya`` settings (user, password, sshport, ...).
 
@@ -317,8 +324,15 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
     listing or closing the others.
     """
     if isinstance(hostname, str) and hostname.startswith("leco://"):  # served by another process
+        if isolate:
+            raise SessionConfigError(f"{hostname} is already served by another process: isolate=True is for a board")
         return _connect_leco(hostname, port, config=config, ssh=ssh, strict=strict, connect_timeout=connect_timeout,
                              io_timeout=io_timeout, **pyrpl_kwargs)
+    if not isinstance(isolate, bool):
+        raise SessionConfigError(f"isolate must be True or False, got {isolate!r}")
+    if isolate:
+        return _connect_isolated(hostname, port, config=config, ssh=ssh, strict=strict,
+                                 connect_timeout=connect_timeout, io_timeout=io_timeout, **pyrpl_kwargs)
     from .activation import activate
 
     activate()  # idempotent; refuses if pyrpl already runs on real Qt
@@ -383,6 +397,30 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
         with _REGISTRY_LOCK:
             _CONNECTING.pop(key, None)
         pending.done.set()
+
+
+def _connect_isolated(hostname: str, port: int, *, config: Any, ssh: Any, strict: Any, **kwargs: Any
+                      ) -> RemoteSession:
+    key = (_normalise_host(hostname), _check_port(port))
+    reserved = _RESERVED_KWARGS & set(kwargs)
+    if reserved:
+        raise SessionConfigError(f"connect() sets {sorted(reserved)} itself; pass hostname/port/config/ssh instead")
+    for name, value in (("ssh", ssh), ("strict", strict)):
+        if value is not _UNSET and not isinstance(value, bool):
+            raise SessionConfigError(f"{name} must be True or False, got {value!r}")
+    if config is not _UNSET and config is not None:
+        try:
+            resolve_config(config)  # refused here, with the in-process message, before a child starts
+        except ConfigNameError as exc:
+            raise SessionConfigError(str(exc)) from exc
+    with _REGISTRY_LOCK:
+        if key in _SESSIONS or key in _CONNECTING:
+            raise SessionConfigError(f"{key[0]}:{key[1]} is open in this process already; a board serves one "
+                                     "client, so it cannot also be opened with isolate=True")
+    from .remote.isolate import connect_isolated
+
+    return connect_isolated(hostname.strip(), key[1], key, config=None if config is _UNSET else config,
+                            ssh=None if ssh is _UNSET else ssh, strict=None if strict is _UNSET else strict, **kwargs)
 
 
 def _connect_leco(url: str, port: int, *, config: Any, ssh: Any, strict: Any, **kwargs: Any) -> RemoteSession:

@@ -10,7 +10,8 @@ PyRPL's classes), :mod:`.payloads` (values and binary array frames),
 :mod:`.surface` (the server's dispatch and lock table), :mod:`.actor` (the
 LECO component), :mod:`.coordinator` (find or embed a coordinator),
 :mod:`.server` (``serve()``), :mod:`.link` (a client's requests, deadlines
-and reconnects), :mod:`.client` (the proxies), :mod:`.cli` (``rpl-noqt serve``).
+and reconnects), :mod:`.client` (the proxies), :mod:`.isolate` (``connect(...,
+isolate=True)``: a server in a child process), :mod:`.cli` (``rpl-noqt serve``).
 """
 
 from __future__ import annotations

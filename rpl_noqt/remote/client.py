@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -270,8 +271,11 @@ class RemoteSession:
     """
 
     def __init__(self, address: LecoAddress, *, connect_timeout: float, io_timeout: float,
-                 registry_hash: str | None, lock_timeout: float) -> None:
+                 registry_hash: str | None, lock_timeout: float,
+                 liveness: Callable[[], str | None] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.address = address
+        self._on_close = on_close
         self.lock_timeout = lock_timeout
         self._expected_hash = registry_hash
         self._registry: Registry | None = None
@@ -279,12 +283,13 @@ class RemoteSession:
         self._users = 0
         self._closed = False
         self._link = LecoLink(address, _client_name(), connect_timeout=connect_timeout, io_timeout=io_timeout,
-                              on_connect=self._on_connect)
+                              on_connect=self._on_connect, liveness=liveness)
         self._lock = RemoteLock(self)
         try:
             self._link.ensure_connected()
         except BaseException:
             self._link.close()  # nothing half-open stays behind a refused or failed connect
+            self._run_on_close()
             raise
         registry = self.registry
         hardware = [n for n, m in registry.modules.items() if m.kind not in ("NetworkAnalyzer", "SpectrumAnalyzer")]
@@ -355,6 +360,12 @@ class RemoteSession:
             logger.debug("giving the lock back at close failed", exc_info=True)
         finally:
             self._link.close()
+            self._run_on_close()
+
+    def _run_on_close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()  # an isolated session stops its server process here
 
     def __enter__(self) -> RemoteSession:
         return self

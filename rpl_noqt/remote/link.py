@@ -53,7 +53,8 @@ class LecoLink:
     """Requests to the LECO actor at ``address``, from a component called ``client_name``."""
 
     def __init__(self, address: LecoAddress, client_name: str, *, connect_timeout: float, io_timeout: float,
-                 on_connect: Callable[[dict[str, Any], bool], None]) -> None:
+                 on_connect: Callable[[dict[str, Any], bool], None],
+                 liveness: Callable[[], str | None] | None = None) -> None:
         self.address = address
         self.client_name = client_name
         self.connect_timeout = connect_timeout
@@ -61,6 +62,8 @@ class LecoLink:
         #: seconds the server may stay silent (no reply, no pong); raised once we know its board deadline
         self.silence_limit = io_timeout
         self._on_connect = on_connect
+        #: says why the server is certainly gone (its process exited), or None; asked every poll slice
+        self._liveness = liveness
         self._lock = threading.RLock()
         self._context = zmq.Context()
         self._comm: Communicator | None = None
@@ -132,6 +135,10 @@ class LecoLink:
         probe: bytes | None = None
         probe_sent = 0.0
         while True:
+            if self._liveness is not None:
+                gone = self._liveness()
+                if gone is not None:
+                    raise _Gone(gone)
             now = time.monotonic()
             if deadline_s is not None and now - start > deadline_s:
                 raise _Gone(f"no reply within {deadline_s:.3g} s")
@@ -186,6 +193,9 @@ class LecoLink:
         with self._lock:
             if self._comm is not None:
                 return
+            gone = self._liveness() if self._liveness is not None else None
+            if gone is not None:
+                raise BoardConnectionError(self.board, "connect", gone)
             comm = Communicator(name=self.client_name, host=self.address.host, port=self.address.port,
                                 timeout=self.connect_timeout, auto_open=False)
             comm.open(context=self._context)
@@ -225,7 +235,7 @@ class LecoLink:
             return
         try:
             comm.timeout = 0.2
-            if comm.namespace is not None:
+            if comm.namespace is not None and (self._liveness is None or self._liveness() is None):
                 comm.sign_out()  # frees our name at a coordinator that is still there
         except Exception:
             logger.debug("sign-out while dropping the link failed", exc_info=True)
