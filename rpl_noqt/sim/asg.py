@@ -100,6 +100,29 @@ class AsgChannel:
         if (self.source == 1 and sw) or self.source == 5:
             self._trigger(now)
 
+    def external_trigger(self, t: float) -> None:
+        """An accepted DIO0_P edge with source 2 (``ext_positive_edge``) or 3 (``ext_negative_edge``), ``dio.py``."""
+        if not self.reset:
+            self._trigger(t)
+
+    def raw_level(self, t: float, level: bool) -> None:
+        """DIO0_P changed with source 4 (``ext_raw``: ``trig_in`` is the level, asg_ch.v line 189).
+
+        High: like source 5 while it stays high.  Low: a generator running in
+        bursts finishes the one it is in (``cycles_per_burst`` 0 runs on).
+        """
+        if self.reset:
+            return
+        if level:
+            self._trigger(t)
+            if self.started:
+                self.reps = -1
+        elif self.started and self.reps == -1 and self.ncyc and self.step:
+            n = int((t - self.t0) / CYCLE)
+            gap = self.rdly * 125 + 1
+            m = n - self._burst_cycles(self.p0) - gap
+            self.reps = 0 if m < 0 else m // (self._burst_cycles(self.ofs) + gap) + 1
+
     def _trigger(self, now: float) -> None:
         if self.is_running(now):
             if self.ncyc:  # RTL reloads the cycle counter, the pointer keeps going

@@ -25,6 +25,7 @@ from .ams import AMS_BASE, Ams
 from .analog import AnalogFrontend, Loopback
 from .asg import ASG_BASE, Asg, AsgChannel
 from .clock import Clock
+from .dio import Dio0
 from .dsp import DSP_BASE, SLOT_NAMES, DspBus, EvalContext
 from .hk import HK_BASE, Hk
 from .iir import Iir
@@ -73,6 +74,7 @@ class FpgaModel:
         for n in range(5, 8):
             self.bus.blocks[n] = Iq(self, n)
         self.scope = Scope(self)
+        self.dio = Dio0(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
         self._pid_cache: tuple[int, list[Any], list[float], list[Any], list[float]] | None = None
@@ -98,6 +100,7 @@ class FpgaModel:
             self._freeze_past()
             self._pfd_before_write(address & 0xFFFFFFFF)
             self._bump()
+            pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             i, count = 0, len(values)
             while i < count:
                 addr = (address + 4 * i) & 0xFFFFFFFF
@@ -108,6 +111,8 @@ class FpgaModel:
                 else:
                     self._write_word(addr, int(values[i]) & 0xFFFFFFFF)
                     i += 1
+            if pin is not None and self.dio.pin() != pin:  # housekeeping drives DIO0_P: an external trigger edge
+                self.dio.schedule(self.clock.now(), not pin)
 
     def _read_words(self, address: int, count: int) -> np.ndarray:
         """The words of one read, a block at a time.
@@ -223,6 +228,22 @@ class FpgaModel:
     def _advance(self) -> None:
         """:meth:`advance` for a caller that holds the lock and the instant (every bus access)."""
         now = self.clock.now()
+        if self.dio.due(now) is not None:
+            self._apply_pin_events(now)
+        self._advance_to(now)
+
+    def _apply_pin_events(self, now: float) -> None:
+        """Apply the DIO0_P edges that have come (``dio.py``), each at its own time:
+        the model is brought to that time first, so that the past keeps the state before it."""
+        while (t := self.dio.due(now)) is not None:
+            self._advance_to(t)
+            self.bus.blocks[3].update(t)  # type: ignore[attr-defined]
+            self.scope.sync(t)
+            self._bump()
+            self.dio.apply_next()
+
+    def _advance_to(self, now: float) -> None:
+        """Step the PID integrators to ``now`` (not before their last step)."""
         dt_total = now - self._t_dyn
         if dt_total <= 0:
             return
@@ -289,6 +310,36 @@ class FpgaModel:
             if plant is not None:
                 plant.attach(self)
             self.plant = plant
+
+    def set_external_trigger(self, level: bool) -> None:
+        """Set the level of what is connected to DIO0_P, the external trigger input, from now on.
+
+        The generators' ``ext_positive_edge``/``ext_negative_edge``/``ext_raw``
+        trigger sources see it (``dio.py``: 2 cycles after a software trigger
+        would, debounced 0.5 ms per direction as in ``red_pitaya_asg_ch.v``);
+        ``hk.expansion_P0`` reads it while the pin is an input.  A pin that
+        housekeeping drives as an output ignores it.
+        """
+        if not isinstance(level, bool | int) or level not in (0, 1):
+            raise ValueError(f"external trigger level must be True/False (or 1/0), got {level!r}")
+        with self.lock, self.clock.held():  # one access, one instant
+            self._advance()
+            before = self.dio.pin()
+            self.dio.external = bool(level)
+            if self.dio.pin() != before:
+                self.dio.schedule(self.clock.now(), bool(level))
+
+    def pulse_external_trigger(self, width: float = 1e-6) -> None:
+        """A high pulse of ``width`` seconds (8 ns to 10 s) on DIO0_P from now: a rising then a falling edge."""
+        if not isinstance(width, int | float) or not math.isfinite(width) or not 8e-9 <= width <= 10.0:
+            raise ValueError(f"pulse width must be between 8e-9 and 10 s, got {width!r}")
+        with self.lock, self.clock.held():  # one access, one instant
+            self._advance()
+            if self.dio.pin():
+                raise ValueError("DIO0_P is already high: a pulse needs it low (set_external_trigger(False))")
+            now = self.clock.now()
+            self.dio.schedule(now, True)
+            self.dio.schedule(now + width, False)
 
     def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:
         """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""

@@ -4,6 +4,7 @@ the IQ modules' phase-frequency detector (``pfd.py``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rpl_noqt.sim import FpgaModel, ManualClock, Simulator
@@ -121,3 +122,113 @@ def test_pfd_counts_a_two_tone_input_cycle_by_cycle(mp, msim):
     # sin(2 pi 200k t + a) + sin(2 pi 300k t + b) = 2 sin(2 pi 250k t + .) cos(2 pi 50k t + .):
     # 5 + 1 sign changes every 10 us, 3 of them negative-going: 300 per ms, minus the LO's 100
     assert c2 - c1 == pytest.approx(200, abs=3)
+
+
+# -- ASG external trigger (DIO0_P, dio.py) -------------------------------------------------
+CYCLE = 8e-9
+
+
+def _burst_setup(rp, source, cycles=2, frequency=10e3):
+    rp.asg0.setup(waveform="sin", frequency=frequency, amplitude=0.5, offset=0.0, cycles_per_burst=cycles,
+                  trigger_source=source, output_direct="out1")
+    return rp.asg0
+
+
+def _asg_moving(rp, msim, dt=3e-6):
+    """Whether asg0's output changes over ``dt`` of model time (sampler reads)."""
+    a = rp.sampler.asg0
+    msim.clock.advance(dt)
+    return rp.sampler.asg0 != a
+
+
+def test_asg_ext_positive_edge_starts_a_burst_and_is_debounced(mp, msim):
+    rp = mp.rp
+    asg = _burst_setup(rp, "ext_positive_edge")
+    assert asg.trigger_source == "ext_positive_edge"  # control bits [2:0] = 2
+    msim.clock.advance(1e-3)
+    assert not _asg_moving(rp, msim)  # waits for the pin
+    rp.hk.expansion_P0_output = False  # PyRPL's IORegister makes the pin an output when read otherwise
+    msim.model.set_external_trigger(True)
+    assert rp.hk.expansion_P0 is False  # the edge reaches the FPGA 2 cycles later
+    msim.clock.advance(1e-6)
+    assert rp.hk.expansion_P0 is True
+    assert _asg_moving(rp, msim)
+    msim.clock.advance(250e-6)  # 2 periods of 10 kHz = 200 us: the burst is over
+    assert not _asg_moving(rp, msim)
+    msim.model.set_external_trigger(False)  # a falling edge does not trigger this source
+    msim.clock.advance(50e-6)
+    assert not _asg_moving(rp, msim)
+    msim.model.set_external_trigger(True)  # 0.3 ms after the accepted edge: the debouncer ignores it
+    msim.clock.advance(1e-6)
+    assert not _asg_moving(rp, msim)
+    msim.model.set_external_trigger(False)
+    msim.clock.advance(0.3e-3)  # > 0.5 ms since the accepted edge
+    msim.model.pulse_external_trigger(1e-6)
+    msim.clock.advance(1e-6)
+    assert _asg_moving(rp, msim)
+
+
+def test_asg_ext_negative_edge_and_burst_timing_on_the_scope(mp, msim):
+    rp = mp.rp
+    asg = _burst_setup(rp, "ext_negative_edge", cycles=1, frequency=100e3)
+    msim.model.set_external_trigger(True)
+    msim.clock.advance(1e-3)
+    assert not _asg_moving(rp, msim)
+    s = rp.scope
+    s.setup(input1="asg0", input2="in1", duration=2**14 * CYCLE, trigger_source="immediately", average=False,
+            rolling_mode=False)
+    assert s.decimation == 1
+    s._start_trace_acquisition()  # the trace covers the 131 us from here
+    msim.clock.advance(20e-6)
+    msim.model.set_external_trigger(False)  # the falling edge, 20 us + 2 cycles into the trace
+    msim.clock.advance(1e-3)
+    assert s._data_ready()
+    ch1 = s._get_trace()[0]
+    moving = np.flatnonzero(np.diff(ch1) != 0)
+    # one period of 100 kHz (10 us = 1250 samples at 8 ns), then held at the last value
+    assert (moving[-1] - moving[0] + 2) * CYCLE == pytest.approx(10e-6, abs=3 * CYCLE)
+    assert moving[0] * CYCLE == pytest.approx(20e-6, abs=4 * CYCLE)
+
+
+def test_asg_triggered_by_the_pin_driven_from_housekeeping(mp, msim):
+    """DIO0_P driven as an output (hk.expansion_P0_output): exp_p_in follows it, the generator too."""
+    rp = mp.rp
+    _burst_setup(rp, "ext_positive_edge")
+    rp.hk.expansion_P0_output = True
+    rp.hk.expansion_P0 = False
+    msim.clock.advance(1e-3)
+    assert not _asg_moving(rp, msim)
+    msim.model.set_external_trigger(True)  # an output pin ignores what is connected from outside
+    msim.clock.advance(1e-6)
+    assert not _asg_moving(rp, msim)
+    rp.hk.expansion_P0 = True
+    msim.clock.advance(1e-6)
+    assert _asg_moving(rp, msim)
+
+
+def test_asg_ext_raw_runs_while_high(mp, msim):
+    rp = mp.rp
+    asg = _burst_setup(rp, "ext_raw", cycles=1, frequency=100e3)
+    asg.bursts = 1000
+    msim.clock.advance(1e-3)
+    assert not _asg_moving(rp, msim)
+    msim.model.set_external_trigger(True)
+    msim.clock.advance(1e-3)  # bursts repeat while the level is high
+    assert _asg_moving(rp, msim)
+    msim.clock.advance(1e-3)
+    assert _asg_moving(rp, msim)
+    msim.model.set_external_trigger(False)
+    msim.clock.advance(20e-6)  # the burst in progress (10 us) ends, no more start
+    assert not _asg_moving(rp, msim)
+    msim.clock.advance(1e-3)
+    assert not _asg_moving(rp, msim)
+
+
+def test_external_trigger_api_validates(msim):
+    with pytest.raises(ValueError, match="level"):
+        msim.model.set_external_trigger(2)
+    with pytest.raises(ValueError, match="width"):
+        msim.model.pulse_external_trigger(0.0)
+    msim.model.set_external_trigger(True)
+    with pytest.raises(ValueError, match="already high"):
+        msim.model.pulse_external_trigger(1e-6)
