@@ -40,10 +40,10 @@ from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError  
 from . import payloads  # noqa: E402
 from .errors import RegistryMismatchError, RemoteCallError, RemoteNameError  # noqa: E402
 from .link import LecoLink  # noqa: E402
-from .registry import MethodSpec, ModuleSpec, Registry  # noqa: E402
+from .registry import AttributeSpec, MethodSpec, ModuleSpec, Registry  # noqa: E402
 from .wire import ErrorCode, LecoAddress, parse_leco_url  # noqa: E402
 
-__all__ = ("RemoteLock", "RemoteModule", "RemoteSession", "connect_remote")
+__all__ = ("RemoteLock", "RemoteModule", "RemoteSession", "attribute_spec", "connect_remote")
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +235,17 @@ class RemoteModule:
 
     def __repr__(self) -> str:
         return f"<remote {self._spec.kind} module {self._spec.name!r} of {self._session.url}>"
+
+
+def attribute_spec(module: RemoteModule, name: str) -> AttributeSpec:
+    """The registry's entry for attribute ``name`` of a remote module: kind, writable, ``bounds``.
+
+    A function, not a method, so that no name of the module's own is hidden.
+    """
+    spec = module._spec.attributes.get(name)
+    if spec is None:
+        raise RemoteNameError(f"{module._spec.name} ({module._spec.kind}) has no remote attribute {name!r}")
+    return spec
 
 
 class _Modules:

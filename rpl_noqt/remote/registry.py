@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,15 +47,18 @@ SOFTWARE_KINDS: tuple[str, ...] = ("NetworkAnalyzer", "SpectrumAnalyzer")
 
 @dataclass(frozen=True)
 class AttributeSpec:
-    """One attribute of a module: its kind, whether a client may set it, PyRPL's descriptor class."""
+    """One attribute of a module: its kind, whether a client may set it, PyRPL's descriptor class, its range."""
 
     name: str
     kind: str
     writable: bool
     descriptor: str
+    #: ``(min, max)`` a number really takes on the board (the register's range), if finite and known
+    bounds: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "writable": self.writable, "descriptor": self.descriptor}
+        return {"kind": self.kind, "writable": self.writable, "descriptor": self.descriptor,
+                "bounds": None if self.bounds is None else list(self.bounds)}
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ METHODS: dict[str, tuple[MethodSpec, ...]] = {
 PROPERTIES: dict[str, dict[str, tuple[str, bool]]] = {
     "Scope": {"times": ("array", False)},
     "Asg": {"data": ("array", True)},
+    "Iq": {"bandwidths": ("list", False)},
 }
 
 # descriptor class name -> kind, checked in this order (subclasses first)
@@ -171,6 +176,18 @@ def _descriptors(cls: type) -> dict[str, Any]:
     return found
 
 
+def _bounds(descriptor: Any, kind: str) -> tuple[float, float] | None:
+    """What rpl-noqt's value checks let the attribute take (a client checks a value before sending it)."""
+    from ..board.values import effective_bounds
+
+    try:
+        low, high = effective_bounds(descriptor, hardware=kind not in SOFTWARE_KINDS)
+        low, high = float(low), float(high)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None
+
+
 def module_spec(name: str, cls: type) -> ModuleSpec:
     """The registry entry of a module called ``name`` whose class is ``cls``."""
     kind = cls.__name__
@@ -184,7 +201,8 @@ def module_spec(name: str, cls: type) -> ModuleSpec:
             continue
         readonly = type(descriptor).__name__ == "ConstantIntRegister"
         attributes[attr_name] = AttributeSpec(attr_name, attr_kind, attr_name in settable and not readonly,
-                                              type(descriptor).__name__)
+                                              type(descriptor).__name__,
+                                              _bounds(descriptor, kind) if attr_kind in ("float", "int") else None)
     for prop_name, (prop_kind, writable) in PROPERTIES.get(kind, {}).items():
         if not isinstance(inspect.getattr_static(cls, prop_name, None), property):
             raise RuntimeError(f"registry: PyRPL class {kind} has no property {prop_name!r} (allow-list out of date)")
@@ -293,7 +311,8 @@ def _digest(content: Mapping[str, Any]) -> str:
 
 
 def _module_from_wire(name: str, data: Mapping[str, Any]) -> ModuleSpec:
-    attributes = {n: AttributeSpec(n, str(a["kind"]), bool(a["writable"]), str(a["descriptor"]))
+    attributes = {n: AttributeSpec(n, str(a["kind"]), bool(a["writable"]), str(a["descriptor"]),
+                                   None if a["bounds"] is None else (float(a["bounds"][0]), float(a["bounds"][1])))
                   for n, a in data["attributes"].items()}
     methods = {n: MethodSpec(n, bool(m["writes"]), bool(m["long"]),
                              None if m["params"] is None else tuple(str(p) for p in m["params"]),

@@ -34,6 +34,7 @@ from pymodaq_plugins_rplnoqt.common import (
 )
 from pymodaq_plugins_rplnoqt.hardware.options import SettingError
 from pymodaq_plugins_rplnoqt.lifecycle import Lifecycle
+from rpl_noqt.errors import BoardLockedError
 
 
 class BoardActuator(DAQ_Move_base):
@@ -113,7 +114,7 @@ class BoardActuator(DAQ_Move_base):
             self._last = self._read_value()
             report(self, f"{plain_text(str(exc))}; {self.driver.name} stays at {self._last:g} {self._unit()}",
                    logging.WARNING)
-        except ConnectionError as exc:
+        except (ConnectionError, BoardLockedError) as exc:  # locked: another client of a leco:// board holds it
             report(self, f"{self.driver.name}: move to {value:g} {self._unit()} failed: {plain_text(str(exc))}",
                    logging.WARNING)
         return self._last

@@ -34,7 +34,9 @@ class BoardSettings:
     """How to reach a board: the plugin settings of the ``board`` group.
 
     ``host="simulator"`` starts the in-process simulator on demand (``port``
-    and ``ssh`` are then ignored). ``in1_range``/``in2_range`` say where the
+    and ``ssh`` are then ignored); ``host="leco://NAME[@HOST:PORT]"`` joins a
+    board that ``rpl-noqt serve`` serves to several processes or PCs (``port``
+    and ``ssh`` are the server's). ``in1_range``/``in2_range`` say where the
     input jumpers are; they initialise a Board that is not open yet and are
     otherwise read back from it. ``connect_timeout``/``io_timeout`` (s) bound
     a connect and each register request (rpl_noqt's link policy), so an
@@ -71,9 +73,20 @@ class BoardSettings:
         """True if this asks for the in-process simulator."""
         return self.host.strip().lower() == simulator.SIMULATOR_HOST
 
+    @property
+    def remote(self) -> bool:
+        """True if the host is a board server, ``leco://NAME[@HOST:PORT]`` (``rpl-noqt serve``)."""
+        return self.host.strip().startswith("leco://")
+
 
 _REGISTRY: dict[tuple[str, int], Board] = {}
 _REGISTRY_LOCK = threading.RLock()
+
+
+def _key(session: Any) -> tuple[str, int]:
+    """The registry key of a session: (host, port) of a local one, (url, 0) of a remote one."""
+    key = getattr(session, "key", None)
+    return key if key is not None else (session.url, 0)
 
 
 class Board:
@@ -88,6 +101,7 @@ class Board:
         self._session = session
         self._connect_kwargs = connect_kwargs
         self._on_demand = settings.on_demand
+        self._remote = settings.remote
         self._ranges = {"in1": settings.in1_range, "in2": settings.in2_range}
         self._users = 0
         self._lock = threading.RLock()
@@ -102,6 +116,8 @@ class Board:
 
             if lease is not None:
                 kwargs: dict[str, Any] = {"hostname": lease.host, "port": lease.port, "ssh": False}
+            elif settings.remote:  # a board served by another process or PC: port and ssh are the server's
+                kwargs = {"hostname": settings.host.strip()}
             else:
                 kwargs = {"hostname": settings.host.strip(), "port": settings.port, "ssh": settings.ssh}
             kwargs.update(connect_timeout=float(settings.connect_timeout), io_timeout=float(settings.io_timeout))
@@ -111,10 +127,10 @@ class Board:
                 simulator.release()
             raise
         with _REGISTRY_LOCK:
-            board = _REGISTRY.get(session.key)
+            board = _REGISTRY.get(_key(session))
             if board is None or board._session is not session:
                 board = cls(session, settings, kwargs)
-                _REGISTRY[session.key] = board
+                _REGISTRY[_key(session)] = board
                 if lease is not None and lease.fresh and settings.demo_signals:
                     simulator.apply_demo_signals(session.rp)
             board._users += 1
@@ -146,8 +162,8 @@ class Board:
                 logger.warning("%r released more often than opened; ignored", self)
                 return
             self._users -= 1
-            if self._users == 0 and _REGISTRY.get(self._session.key) is self:
-                del _REGISTRY[self._session.key]
+            if self._users == 0 and _REGISTRY.get(_key(self._session)) is self:
+                del _REGISTRY[_key(self._session)]
             self._session.close()
             if self._on_demand:
                 simulator.release()
@@ -155,7 +171,7 @@ class Board:
     # -- access --------------------------------------------------------------------------
     @property
     def session(self) -> Any:
-        """The ``rpl_noqt.Session`` of this board."""
+        """The ``rpl_noqt.Session`` of this board (a ``RemoteSession`` for a ``leco://`` host)."""
         return self._session
 
     @property
@@ -165,8 +181,14 @@ class Board:
 
     @property
     def lock(self) -> Any:
-        """The board's reentrant lock, for multi-step transactions."""
-        return self._session.lock
+        """The board's reentrant lock, for multi-step transactions.
+
+        For a ``leco://`` board it is this process's lock: the plugins of this
+        process do not interleave their steps, while other processes sharing
+        the board go on (taking the board's LECO lock, ``session.lock``, here
+        would refuse their writes for as long as a plugin step lasts).
+        """
+        return self._lock if self._remote else self._session.lock
 
     @property
     def users(self) -> int:
@@ -176,6 +198,11 @@ class Board:
     def on_demand(self) -> bool:
         """True if this board is the in-process simulator."""
         return self._on_demand
+
+    @property
+    def remote(self) -> bool:
+        """True if this board is served by another process (a ``leco://`` host)."""
+        return self._remote
 
     # -- input ranges ----------------------------------------------------------------------
     def input_range(self, channel: str) -> str:
@@ -198,5 +225,7 @@ class Board:
 
     def __repr__(self) -> str:
         s = self._session
+        if self._remote:
+            return f"<Board remote {s.url}, {self._users} plugin(s)>"
         where = "simulator" if self._on_demand else "board"
         return f"<Board {where} {s.hostname}:{s.port}, {self._users} plugin(s)>"

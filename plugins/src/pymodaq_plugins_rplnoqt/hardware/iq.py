@@ -86,6 +86,9 @@ class IqDriver(ModuleDriver):
         sums; the calling thread sleeps meanwhile without holding the board.
         """
         check_number("integration_time", integration_time, 1e-6, 10.0, "s")
+        if self.board.remote:
+            raise SettingError(f"{self.name}: the lock-in measurement reads the IQ accumulator directly, which a "
+                               "board server does not offer: use RplIq on the PC that serves the board")
         q = self.module
         with self.board.lock:
             bandwidth = float(q.bandwidth[0]) or 1e3

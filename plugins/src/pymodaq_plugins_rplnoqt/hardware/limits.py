@@ -9,6 +9,7 @@ register cannot hold, e.g. ``asg0.offset`` takes at most 8191/8192 V, not
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .options import check_number
@@ -17,7 +18,15 @@ __all__ = ("register_limits", "check_register")
 
 
 def register_limits(module: Any, name: str) -> tuple[float, float]:
-    """``(min, max)`` attribute ``name`` of a PyRPL hardware module really takes."""
+    """``(min, max)`` attribute ``name`` of a PyRPL hardware module really takes.
+
+    For a module of a ``leco://`` board the server computed them the same way
+    and sent them in its registry.
+    """
+    remote = sys.modules.get("rpl_noqt.remote.client")
+    if remote is not None and isinstance(module, remote.RemoteModule):  # a leco:// board: the server's registry
+        bounds = remote.attribute_spec(module, name).bounds
+        return (float("-inf"), float("inf")) if bounds is None else bounds
     from rpl_noqt.board.values import effective_bounds
 
     low, high = effective_bounds(getattr(type(module), name), hardware=True)
