@@ -225,6 +225,13 @@ class AsgChannel:
             p = np.where(in_burst, (self.ofs + (r % M) * step) % M, np.where(m >= 0, hold2, p))
         return p
 
+    def cycle_start(self, t: np.ndarray) -> np.ndarray:
+        """Start of the generator's cycle that holds each time ``t`` (its cycles count from the trigger)."""
+        t = np.asarray(t, dtype=float)
+        if not self.started or self.reset:
+            return t
+        return self.t0 + np.maximum(np.floor((t - self.t0) / CYCLE), 0) * CYCLE
+
     def table_index(self, t: float) -> int:
         return int(self.pointer(np.array([t]))[0] >> 16) & (TABLE_SIZE - 1)
 

@@ -39,6 +39,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="a physical system behind the outputs instead of the cables (see docs/simulator.md)")
     parser.add_argument("--plant-param", action="append", default=[], metavar="NAME=VALUE",
                         help="a plant parameter, e.g. --plant-param linewidth=1e5 (repeatable)")
+    parser.add_argument("--input-range", default="LV", choices=["LV", "HV"],
+                        help="input range jumpers of both inputs: LV +-1 V (default, what PyRPL assumes) or "
+                             "HV +-20 V (the ADCs see 1/20)")
+    parser.add_argument("--rolloff", action="store_true",
+                        help="model the analog roll-off near Nyquist (DAC sinc, 50 MHz filters; default: flat)")
 
 
 def _seconds(text: str) -> float | None:
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sim = Simulator(args.host, args.port, client_policy=args.client_policy, seed=args.seed,
                         plant=args.plant, plant_params=params or None,
+                        input_range=getattr(args, "input_range", "LV"), rolloff=getattr(args, "rolloff", False),
                         max_connections=getattr(args, "max_connections", DEFAULT_MAX_CONNECTIONS),
                         queue_timeout=getattr(args, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
                         idle_timeout=getattr(args, "idle_timeout", DEFAULT_IDLE_TIMEOUT))

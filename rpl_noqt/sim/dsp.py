@@ -252,9 +252,57 @@ class DspBus:
         if len(tones.freqs) or tones.dc or (tones.noise and ctx.rng is not None):
             term = tones.evaluate(t, ctx.rng, ctx.noise_scale)
             v = term if v is None else v + term
+        if fe.rolloff is not None:  # each steady-state tone gets (H - 1) of itself added (analog.py)
+            term = self._rolloff_term(channel, np.asarray(t, dtype=float), ctx)
+            v = term if v is None else v + term
         if v is None:
             return np.zeros(np.shape(t))
-        return sat_volts(v)
+        divider = fe.divider(channel)
+        return sat_volts(v if divider == 1.0 else v / divider)
+
+    def _rolloff_term(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
+        """``sum Re((H(f_k) - 1) a_k exp(i w_k t))`` over the steady-state tones reaching ADC
+        ``channel``: what the front end's roll-off (``analog.py``) adds to the unfiltered signal.
+
+        A generator's output is held for each of its cycles (its grid starts at
+        its trigger), so its tones are taken at the start of the cycle that
+        holds ``t``, where its time-domain value and its spectrum agree.
+        """
+        fe = self.model.analog
+        ro = fe.rolloff
+        lb = fe.loopback[channel]
+        total = np.zeros(np.shape(t))
+        plant = self.model.plant
+        if plant is not None and plant.drives(channel):
+            s = plant.input_spectrum(channel, ctx)
+            total += Spectrum(freqs=s.freqs, amps=s.amps * (ro.adc(s.freqs) - 1.0)).evaluate(t)
+        elif lb.gain:
+            td = t - lb.delay if lb.delay else t
+            bit = 1 << (channel - 1)
+            for slot in range(MODULES + 2):
+                if not self.output_select[slot] & bit:
+                    continue
+                if slot < MODULES:
+                    key = ("spec", slot)
+                    if key in ctx.stack:
+                        continue
+                    ctx.stack.add(key)
+                    try:
+                        s = self.blocks[slot].direct_spectrum(ctx)
+                    finally:
+                        ctx.stack.discard(key)
+                    te = td
+                else:
+                    asg = self.model.asg[slot - 8]
+                    s = asg.spectrum()
+                    te = asg.cycle_start(td)
+                if len(s.freqs):
+                    h = ro.dac(s.freqs) * ro.adc(s.freqs) - 1.0
+                    total += lb.gain * Spectrum(freqs=s.freqs, amps=s.amps * h).evaluate(te)
+        tones = fe.tone_spectrum(channel)
+        if len(tones.freqs):
+            total += Spectrum(freqs=tones.freqs, amps=tones.amps * (ro.adc(tones.freqs) - 1.0)).evaluate(t)
+        return total
 
     def upstream_modules(self, slot: int) -> set[int]:
         """Modules (slots 0..7) whose outputs may reach ``output_signal[slot]``, the module itself included.
@@ -385,12 +433,22 @@ class DspBus:
         fe = self.model.analog
         lb = fe.loopback[channel]
         plant = self.model.plant
+        ro = fe.rolloff
         if plant is not None and plant.drives(channel):
             out = plant.input_spectrum(channel, ctx)
+            if ro is not None:
+                out = Spectrum(out.dc, out.freqs, out.amps * ro.adc(out.freqs), out.noise)
         else:
             out = self.out_spectrum(channel, ctx).scaled(lb.gain).delayed(lb.delay)
+            if ro is not None:
+                out = Spectrum(out.dc, out.freqs, out.amps * ro.dac(out.freqs) * ro.adc(out.freqs), out.noise)
         out.dc += lb.offset
-        return out + fe.tone_spectrum(channel)
+        tones = fe.tone_spectrum(channel)
+        if ro is not None:
+            tones = Spectrum(tones.dc, tones.freqs, tones.amps * ro.adc(tones.freqs), tones.noise)
+        out = out + tones
+        divider = fe.divider(channel)
+        return out if divider == 1.0 else out.scaled(1.0 / divider)
 
 
 def slot_of(address: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .ams import AMS_BASE, Ams
-from .analog import AnalogFrontend, Loopback
+from .analog import AnalogFrontend, Loopback, Rolloff
 from .asg import ASG_BASE, Asg, AsgChannel
 from .clock import Clock
 from .dio import Dio0
@@ -340,6 +340,33 @@ class FpgaModel:
             now = self.clock.now()
             self.dio.schedule(now, True)
             self.dio.schedule(now + width, False)
+
+    def set_input_range(self, channel: int, value: str) -> None:
+        """The input range jumper of in<channel>: ``"LV"`` (+-1 V, the default, what PyRPL assumes)
+        or ``"HV"`` (+-20 V: the ADC sees 1/20 of the connector's voltage), ``analog.py``."""
+        with self.lock, self.clock.held():  # one access, one instant
+            self.advance()
+            self._freeze_past()
+            self._bump()
+            self.analog.set_input_range(channel, value)
+
+    def set_rolloff(self, enabled: bool = True, **bandwidths: float) -> Rolloff | None:
+        """Switch the front end's roll-off near Nyquist on (``adc_bandwidth``, ``dac_bandwidth``:
+        -3 dB frequencies, default 50 MHz each) or off (flat, the default), ``analog.py``."""
+        if not isinstance(enabled, bool):
+            raise ValueError(f"enabled must be True or False, got {enabled!r}")
+        if not enabled and bandwidths:
+            raise ValueError("bandwidths only apply with enabled=True")
+        unknown = set(bandwidths) - {"adc_bandwidth", "dac_bandwidth"}
+        if unknown:
+            raise ValueError(f"unknown rolloff setting(s) {sorted(unknown)}; allowed: adc_bandwidth, dac_bandwidth")
+        rolloff = Rolloff(**bandwidths) if enabled else None
+        with self.lock, self.clock.held():  # one access, one instant
+            self.advance()
+            self._freeze_past()
+            self._bump()
+            self.analog.rolloff = rolloff
+            return rolloff
 
     def set_loopback(self, channel: int = 1, **settings: float) -> Loopback:
         """Change the out<n> -> in<n> cable: ``gain``, ``offset`` (V), ``noise`` (V rms), ``delay`` (s)."""

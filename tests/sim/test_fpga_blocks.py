@@ -232,3 +232,99 @@ def test_external_trigger_api_validates(msim):
     msim.model.set_external_trigger(True)
     with pytest.raises(ValueError, match="already high"):
         msim.model.pulse_external_trigger(1e-6)
+
+
+# -- analog front end (analog.py) -------------------------------------------------------------
+def test_hv_jumper_divides_the_input_by_20_and_pyrpl_reads_lv_volts(pyrpl_lib):
+    from rpl_noqt.sim import Simulator as PlantSimulator
+
+    with PlantSimulator(seed=3, input_range={1: "HV"}) as sim, pyrpl_on(sim, pyrpl_lib) as p:
+        rp = p.rp
+        for asg, out in ((rp.asg0, "out1"), (rp.asg1, "out2")):
+            asg.setup(waveform="sin", frequency=10e3, amplitude=0.8, trigger_source="immediately",
+                      output_direct=out)
+        s = rp.scope
+        s.setup(input1="in1", input2="in2", duration=1e-3, trigger_source="immediately", average=True,
+                rolling_mode=False)
+        ch1, ch2 = s.single()
+        from test_physics import fit_sine
+
+        assert fit_sine(s.times, ch1)[1] == pytest.approx(0.8 / 20, rel=0.01)  # HV: 0.04 "V" in PyRPL's units
+        assert fit_sine(s.times, ch2)[1] == pytest.approx(0.8, rel=0.01)  # LV
+        rp.asg0.output_direct = "off"
+        rp.asg1.output_direct = "off"
+        sim.model.set_loopback(1, offset=5.0)  # 5 V at the connector: within HV's +-20 V
+        sim.model.set_loopback(2, offset=5.0)  # and far beyond LV's +-1 V
+        assert rp.sampler.in1 == pytest.approx(0.25, abs=2 / 2**13)
+        assert rp.sampler.in2 == pytest.approx(1.0, abs=2 / 2**13)  # saturated
+        sim.model.set_input_range(1, "LV")
+        assert rp.sampler.in1 == pytest.approx(1.0, abs=2 / 2**13)
+        with pytest.raises(ValueError, match="input range"):
+            sim.model.set_input_range(1, "5V")
+
+
+def test_rolloff_near_nyquist_measured_by_the_network_analyzer(pyrpl_lib):
+    from rpl_noqt.sim import Simulator as PlantSimulator
+    from rpl_noqt.sim.analog import Rolloff
+
+    with PlantSimulator(seed=4, rolloff=True) as sim, pyrpl_on(sim, pyrpl_lib) as p:
+        na = p.networkanalyzer
+        na.setup(start_freq=1e6, stop_freq=61e6, points=7, rbw=2000, average_per_point=1, amplitude=0.2,
+                 input="in1", output_direct="out1", acbandwidth=0, logscale=False, trace_average=1,
+                 running_state="stopped")
+        y = na.single()
+        f = na.frequencies
+        r = Rolloff()
+        h = r.dac(f) * r.adc(f)
+        assert 20 * np.log10(abs(h[np.argmin(abs(f - 51e6))])) == pytest.approx(-6.2, abs=0.3)  # -3 dB each path
+        assert np.allclose(20 * np.log10(np.abs(y)), 20 * np.log10(np.abs(h)), atol=0.05)
+        assert np.allclose(np.degrees(np.angle(y / h)), 0.0, atol=1.0)
+        assert 20 * np.log10(abs(y[-1])) < -9  # 61 MHz: more than 9 dB down, flat before
+        # the time domain agrees: a 20 MHz sine on the scope at decimation 1
+        rp = p.rp
+        rp.asg0.setup(waveform="sin", frequency=20e6, amplitude=0.5, trigger_source="immediately",
+                      output_direct="out1")
+        s = rp.scope
+        s.setup(input1="in1", input2="asg0", duration=2**14 * 8e-9, trigger_source="immediately", average=False,
+                rolling_mode=False)
+        ch1, ch2 = s.single()
+        from test_physics import fit_sine
+
+        ratio = fit_sine(s.times, ch1)[1] / fit_sine(s.times, ch2)[1]
+        assert ratio == pytest.approx(abs(r.dac(20e6) * r.adc(20e6)), rel=0.01)
+        # a tone injected at the input connector sees only the anti-alias filter
+        rp.asg0.output_direct = "off"
+        sim.model.inject_tone(1, 40e6, 0.2)
+        ch1 = s.single()[0]
+        amplitude = 2 * abs(np.mean(ch1 * np.exp(-2j * np.pi * 40e6 * s.times)))
+        assert amplitude == pytest.approx(0.2 * abs(r.adc(40e6)), rel=0.01)
+        assert abs(r.adc(40e6)) < 0.85  # -1.5 dB: distinguishable from a flat input
+        sim.model.remove_tone()
+        # switched off, the front end is flat again
+        sim.model.set_rolloff(False)
+        y = na.single()
+        assert np.allclose(np.abs(y), 1.0, atol=0.002)
+        with pytest.raises(ValueError, match="adc_bandwidth"):
+            sim.model.set_rolloff(True, adc_bandwidth=-1.0)
+        with pytest.raises(ValueError, match="unknown"):
+            sim.model.set_rolloff(True, bandwidth=1e6)
+
+
+def test_front_end_options_of_the_simulator_and_cli():
+    import argparse
+
+    from rpl_noqt.sim import Simulator as PlantSimulator
+    from rpl_noqt.sim.cli import configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args([])
+    assert (args.input_range, args.rolloff) == ("LV", False)
+    args = parser.parse_args(["--input-range", "HV", "--rolloff"])
+    assert (args.input_range, args.rolloff) == ("HV", True)
+    sim = PlantSimulator(input_range="HV", rolloff={"adc_bandwidth": 20e6})
+    assert sim.model.analog.input_range == {1: "HV", 2: "HV"}
+    assert sim.model.analog.rolloff.adc_bandwidth == 20e6
+    assert PlantSimulator().model.analog.rolloff is None
+    with pytest.raises(ValueError, match="input range"):
+        PlantSimulator(input_range={2: "MV"})

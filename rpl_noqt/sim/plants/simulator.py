@@ -30,15 +30,21 @@ class Simulator(_ServerSimulator):
 
     ``plant``: a name (``"fabry-perot"``, ``"low-pass"``, ``"resonator"``) or
     a :class:`~rpl_noqt.sim.plants.Plant`; ``plant_params``: parameters for a
-    named plant (``{"linewidth": 100e3}``).  Other arguments as
-    :class:`rpl_noqt.sim.server.Simulator`.
+    named plant (``{"linewidth": 100e3}``).  ``input_range``: the input
+    range jumpers, ``"LV"``/``"HV"`` for both inputs or ``{1: "HV", 2: "LV"}``
+    (default LV, what PyRPL assumes); ``rolloff``: True (or a dict of
+    ``adc_bandwidth``/``dac_bandwidth``) for the analog roll-off near Nyquist
+    (default off: a flat front end), see ``rpl_noqt/sim/analog.py``.  Other
+    arguments as :class:`rpl_noqt.sim.server.Simulator`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, plant: str | Plant | None = None,
                  plant_params: dict[str, Any] | None = None, seed: int | None = None,
-                 model: FpgaModel | None = None, **kwargs: Any) -> None:
+                 model: FpgaModel | None = None, input_range: str | dict[int, str] | None = None,
+                 rolloff: bool | dict[str, float] = False, **kwargs: Any) -> None:
         if plant is None and plant_params:
             raise ValueError("plant_params needs a plant")
+        ranges = {1: input_range, 2: input_range} if isinstance(input_range, str) else dict(input_range or {})
         the_plant = None if plant is None else make_plant(plant, **(plant_params or {}))
         super().__init__(host, port, seed=seed, model=model, **kwargs)
         self._config_lock = threading.Lock()
@@ -47,6 +53,12 @@ class Simulator(_ServerSimulator):
         self._ticking = threading.Event()
         if the_plant is not None:
             self.model.attach_plant(the_plant)
+        for channel, value in ranges.items():
+            self.model.set_input_range(channel, value)
+        if isinstance(rolloff, dict):
+            self.model.set_rolloff(True, **rolloff)
+        elif rolloff is not False:
+            self.model.set_rolloff(rolloff)
 
     # -- the plant's own time ------------------------------------------------------------------
     def start(self) -> Simulator:
