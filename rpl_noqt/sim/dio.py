@@ -41,7 +41,15 @@ computed with the state before it).  ``ext_raw`` is modelled like ``high``
 while the pin is high; when it goes low a generator running in bursts
 finishes the burst it is in (with ``cycles_per_burst`` 0 it runs on, as in
 the RTL).  Not modelled: the advanced trigger when its reset bit is cleared,
-the gated repetitions (control bit 8), the scope's external sources 6/7.
+the gated repetitions (control bit 8).
+
+The scope's external sources 6 (rising) and 7 (falling) see the same pin
+(``red_pitaya_top.v`` line 440, ``red_pitaya_scope.v`` lines 631-632) through
+the same synchroniser and debouncer (lines 726-746, 775-776), whose length is
+the scope's register 0x90 (``set_deb_len``, 62500 after a reload, line 801;
+PyRPL's ``scope.trigger_debounce``): :meth:`Dio0.first_edge` replays the
+pin's history (the last ``HISTORY`` changes) through it.  The model gives the
+scope the generators' timing (2 cycles after the pin).
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ if TYPE_CHECKING:
 DEBOUNCE_CYCLES = 62500
 #: an external edge starts the generator this many cycles after a software trigger would
 LATENCY_CYCLES = 2
+#: pin changes kept for the scope's debouncer
+HISTORY = 4096
 
 
 class Dio0:
@@ -71,6 +81,7 @@ class Dio0:
         self._order = 0
         self._deb_p_end = -1.0  # when the rising-edge debouncer is back at 0
         self._deb_n_end = -1.0
+        self.history: list[tuple[float, bool]] = []  # applied changes (effective time, level)
 
     def pin(self) -> bool:
         """The pin now: housekeeping's output bit when it drives DIO0_P, else the external input."""
@@ -101,6 +112,9 @@ class Dio0:
         if level == self.level:
             return
         self.level = level
+        self.history.append((t, level))
+        if len(self.history) > HISTORY:
+            del self.history[: len(self.history) - HISTORY]
         hk = self.model.hk
         hk.ext_p = (hk.ext_p & ~1) | int(level)  # exp_p_in[0] (read back at 0x20 while DIO0_P is an input)
         for ch in self.model.asg:
@@ -115,3 +129,16 @@ class Dio0:
             self._deb_p_end = t + DEBOUNCE_CYCLES * CYCLE
         if not level and t >= self._deb_n_end:
             self._deb_n_end = t + DEBOUNCE_CYCLES * CYCLE
+
+    def first_edge(self, t_from: float, positive: bool, deb_len: int) -> float | None:
+        """The first edge at or after ``t_from`` that the scope's debouncer (``deb_len`` cycles)
+        accepts: rising for ``positive``, else falling (``red_pitaya_scope.v`` lines 726-746)."""
+        deb_end = -1.0
+        for t, level in self.history:
+            if level != positive:
+                continue
+            if t >= deb_end:
+                if t >= t_from:
+                    return t
+                deb_end = t + deb_len * CYCLE
+        return None

@@ -13,8 +13,9 @@ the trigger source (0x4).  PyRPL rolls the buffer by ``wp_trig + delay + 1``.
 
 Sources (0x4): 1 software ("immediately": the write itself triggers), 2/3 ch1
 rising/falling and 4/5 ch2 rising/falling edges (one threshold 0x8 and
-hysteresis 0x20 for both channels, as in the shipped RTL), 6/7 external (no
-pins in the simulator: never), 8/9 the wrap of asg0/asg1, 10 the trig module.
+hysteresis 0x20 for both channels, as in the shipped RTL), 6/7 rising/falling
+edges of the external trigger pin DIO0_P, debounced by 0x90 cycles
+(``dio.py``), 8/9 the wrap of asg0/asg1, 10 the trig module.
 
 The buffer is filled lazily: samples are computed with numpy only when a
 register or buffer read needs them, from the signal values at the sample times;
@@ -196,15 +197,17 @@ class Scope:
         return None
 
     def _find_trigger(self, now: float) -> None:
-        if not self.armed or self.k_trig is not None or self.trig_src in (0, 1, 6, 7) or self.trig_src > 10:
+        if not self.armed or self.k_trig is not None or self.trig_src in (0, 1) or self.trig_src > 10:
             return
         k_now = self._written(now)
         k_ok = self._k_ok()
         src = self.trig_src
-        if src in (8, 9, 10):
+        if src in (6, 7, 8, 9, 10):
             t_ok = float(self.sample_time(k_ok - 1)) if k_ok > 0 else self.t_arm
             t_from = max(t_ok, self.t_arm)
-            if src == 10:
+            if src in (6, 7):
+                t_hit = self.model.dio.first_edge(t_from, src == 6, self.deb_len)
+            elif src == 10:
                 t_hit = self.model.bus.blocks[3].first_event(t_from, now)  # type: ignore[attr-defined]
             else:
                 t_hit = self.model.asg[src - 8].next_wrap(t_from)

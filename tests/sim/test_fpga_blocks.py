@@ -328,3 +328,39 @@ def test_front_end_options_of_the_simulator_and_cli():
     assert PlantSimulator().model.analog.rolloff is None
     with pytest.raises(ValueError, match="input range"):
         PlantSimulator(input_range={2: "MV"})
+
+
+def test_scope_external_trigger_sees_the_edge_that_starts_the_generator(mp, msim):
+    """Scope source ext_positive_edge (6) on DIO0_P, the same edge as the generator's:
+    with trigger_delay 0 the burst starts in the middle of the trace."""
+    rp = mp.rp
+    _burst_setup(rp, "ext_positive_edge", cycles=1, frequency=1e6)
+    s = rp.scope
+    s.setup(input1="asg0", input2="in1", duration=2**14 * CYCLE, trigger_source="ext_positive_edge",
+            trigger_delay=0.0, average=False, rolling_mode=False)
+    s._start_trace_acquisition()
+    msim.clock.advance(1e-3)  # pre-trigger samples written: armed, waiting
+    assert not s._data_ready()
+    msim.model.set_external_trigger(True)
+    msim.clock.advance(1e-3)
+    assert s._data_ready()
+    ch1 = s._get_trace()[0]
+    moving = np.flatnonzero(np.diff(ch1) != 0)
+    assert abs(moving[0] - 2**13) <= 3  # the generator's first step, at the trigger sample
+    assert (moving[-1] - moving[0] + 2) * CYCLE == pytest.approx(1e-6, abs=3 * CYCLE)
+    # falling edge source, and the debounce register (0x90): a second falling edge within it is ignored
+    s.setup(input1="asg0", input2="in1", duration=2**14 * CYCLE, trigger_source="ext_negative_edge",
+            trigger_delay=0.0, average=False, rolling_mode=False)
+    s.trigger_debounce = 1e-3
+    assert s._trigger_debounce == 125000
+    msim.model.set_external_trigger(False)  # accepted by the debouncer before the scope is armed
+    msim.clock.advance(0.2e-3)
+    s._start_trace_acquisition()
+    msim.clock.advance(0.3e-3)
+    msim.model.pulse_external_trigger(1e-6)  # falls 0.5 ms after the first fall: within 1 ms, ignored
+    msim.clock.advance(0.3e-3)
+    assert not s._data_ready()
+    msim.clock.advance(0.5e-3)
+    msim.model.pulse_external_trigger(1e-6)  # 1.3 ms after: accepted
+    msim.clock.advance(0.3e-3)
+    assert s._data_ready()
