@@ -45,7 +45,9 @@ Model (choices, not RTL):
   cycles).  A constant input never crosses.  Noise is left out: a real PFD
   also counts noise-made double crossings near the zero crossings.
 * The 3-cycle latency of the sine generator and the input pipeline is left
-  out (it shifts the integral by far less than one count).
+  out (it shifts the integral by far less than one count); the edge counted
+  in the cycle the block leaves reset (a signal already negative) is
+  modelled.
 """
 
 from __future__ import annotations
@@ -87,10 +89,20 @@ class Pfd:
     # -- register side -------------------------------------------------------------
     def set_on(self, on: bool, now: float) -> None:
         """``pfd_on`` changed (the caller has updated the counter first): the
-        block leaves reset now, or is held at 0."""
+        block leaves reset now, or is held at 0.
+
+        Leaving reset, the last-cycle registers ``l1``/``l2`` are 0, so a
+        signal that is negative in the first cycle counts as an edge
+        (``red_pitaya_pfd_block.v`` lines 69-76, 63-64).
+        """
         self.value = 0
         self.t = now
         self.watched = False
+        if on:
+            iq = self.iq
+            x = self._filtered_input().evaluate(np.array([now]))[0]
+            lo = math.sin(float(iq.theta(now))) if iq.running else 0.0
+            self.value = int(round(x * 2.0**13) < 0) - int(lo < 0)
 
     def read(self, now: float) -> int:
         self.watched = True

@@ -364,3 +364,16 @@ def test_scope_external_trigger_sees_the_edge_that_starts_the_generator(mp, msim
     msim.model.pulse_external_trigger(1e-6)  # 1.3 ms after: accepted
     msim.clock.advance(0.3e-3)
     assert s._data_ready()
+
+
+def test_pfd_counts_a_negative_input_in_the_cycle_it_leaves_reset(mp, msim):
+    """l1/l2 are 0 in reset: an input already negative is an edge at once (pfd_block.v lines 63-76)."""
+    rp = mp.rp
+    iq = _pfd_setup(rp, 1e3, 0.0)
+    rp.asg0.output_direct = "off"
+    for offset, expected in ((-0.3, 1), (0.3, 0)):
+        msim.model.set_loopback(1, offset=offset)
+        iq.pfd_on = False
+        iq.pfd_on = True
+        msim.clock.advance(1e-3)  # a DC input and a LO at 0 Hz: nothing crosses afterwards
+        assert _counts(iq) == expected, offset
