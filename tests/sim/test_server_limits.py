@@ -158,10 +158,17 @@ def test_out_of_file_descriptors_for_real_the_server_keeps_accepting(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     try:
         port = int(proc.stdout.readline())
+        reader.start()
         socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(120)]
-        time.sleep(1.0)  # the server runs into its limit meanwhile
+        # the clients stay until the server has run into its limit (however busy the machine is)
+        limit_seen = time.monotonic() + 30
+        while not any("cannot accept a connection" in line for line in list(err_lines)):
+            assert time.monotonic() < limit_seen, "the server never ran out of descriptors"
+            time.sleep(0.05)
         for s in socks:
             s.close()
         c = None
@@ -184,10 +191,15 @@ def test_out_of_file_descriptors_for_real_the_server_keeps_accepting(tmp_path):
         proc.stdin.close()
         proc.stdin = None  # communicate() must not flush it again
         try:
-            _, err = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
+            proc.wait(5)
+        if reader.is_alive():
+            reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+    err = "".join(err_lines)
     assert "cannot accept a connection" in err and "Too many open files" in err, err[-2000:]
 
 
