@@ -249,6 +249,38 @@ class LinearPlant(Plant):
     def _dc_gain(self) -> float:
         return float(np.real(self.response(np.zeros(1))[0]))
 
+    def linear_lockbox_config(self, *, setpoint: float, unity_gain_frequency: float) -> dict[str, Any]:
+        """PyRPL's ``Linear`` lockbox holding in1 at ``setpoint`` with out1 through this plant.
+
+        ``dc_gain`` is the plant's with the opposite sign: PyRPL's PID error is
+        input - setpoint (see :mod:`.lowpass`).
+        """
+        return {
+            "lockbox": {
+                "classname": "Linear",
+                "default_sweep_output": "output1",
+                "inputs": {"input1": {"input_signal": "in1"}},
+                "outputs": {
+                    "output1": {
+                        "output_channel": "out1",
+                        "unit": "V/V",
+                        "dc_gain": -self._dc_gain(),
+                        "desired_unity_gain_frequency": unity_gain_frequency,
+                        "sweep_amplitude": 0.5,
+                        "sweep_frequency": 50.0,
+                    },
+                },
+                "sequence": [
+                    {
+                        "input": "input1",
+                        "setpoint": setpoint,
+                        "duration": 0.0,
+                        "outputs": {"output1": {"lock_on": True, "reset_offset": True, "offset": 0.0}},
+                    },
+                ],
+            },
+        }
+
     def _input(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         h0 = self._dc_gain()
         v = h0 * self.out_voltage(self.output, t, ctx)

@@ -41,29 +41,4 @@ class LowPass(LinearPlant):
         return self.gain / (1.0 + 1j * freqs / self.cutoff)
 
     def pyrpl_config(self) -> dict[str, Any]:
-        return {
-            "lockbox": {
-                "classname": "Linear",
-                "default_sweep_output": "output1",
-                "inputs": {"input1": {"input_signal": "in1"}},
-                "outputs": {
-                    "output1": {
-                        "output_channel": "out1",
-                        "unit": "V/V",
-                        # opposite sign of the plant's gain: see the module docstring
-                        "dc_gain": -self.gain,
-                        "desired_unity_gain_frequency": min(100.0, self.cutoff / 10),
-                        "sweep_amplitude": 0.5,
-                        "sweep_frequency": 50.0,
-                    },
-                },
-                "sequence": [
-                    {
-                        "input": "input1",
-                        "setpoint": 0.3,
-                        "duration": 0.0,
-                        "outputs": {"output1": {"lock_on": True, "reset_offset": True, "offset": 0.0}},
-                    },
-                ],
-            },
-        }
+        return self.linear_lockbox_config(setpoint=0.3, unity_gain_frequency=min(100.0, self.cutoff / 10))

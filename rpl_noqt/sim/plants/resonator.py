@@ -45,28 +45,4 @@ class Resonator(LinearPlant):
         return self.dc_gain * f0**2 / (f0**2 - f**2 + 1j * f * f0 / self.q)
 
     def pyrpl_config(self) -> dict[str, Any]:
-        return {
-            "lockbox": {
-                "classname": "Linear",
-                "default_sweep_output": "output1",
-                "inputs": {"input1": {"input_signal": "in1"}},
-                "outputs": {
-                    "output1": {
-                        "output_channel": "out1",
-                        "unit": "V/V",
-                        "dc_gain": -self.dc_gain,
-                        "desired_unity_gain_frequency": 100.0,
-                        "sweep_amplitude": 0.5,
-                        "sweep_frequency": 50.0,
-                    },
-                },
-                "sequence": [
-                    {
-                        "input": "input1",
-                        "setpoint": 0.5 * self.dc_gain,
-                        "duration": 0.0,
-                        "outputs": {"output1": {"lock_on": True, "reset_offset": True, "offset": 0.0}},
-                    },
-                ],
-            },
-        }
+        return self.linear_lockbox_config(setpoint=0.5 * self.dc_gain, unity_gain_frequency=100.0)
