@@ -187,13 +187,13 @@ class BoardClient:
     def restart(self) -> None:
         """Drop the connection and connect again (PyRPL's API; bounded by the connect timeout)."""
         with self.link.board_lock():
-            self.link._drop()
+            self.link.drop()
             self.link.reconnect("reconnect", time.monotonic() + self.policy.connect_timeout)
 
     def emptybuffer(self) -> None:
         """Upstream re-synchronised by reading the stream dry; a fresh connection is the safe way."""
         with self.link.board_lock():
-            self.link._drop()
+            self.link.drop()
 
     def __del__(self) -> None:
         if not self.__dict__.get("_closed", True) and "link" in self.__dict__:

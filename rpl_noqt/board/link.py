@@ -36,7 +36,7 @@ from ..errors import BoardConnectionError, BoardTimeoutError
 from ..locks import DeviceLock
 from .episode import FaultEpisode
 from .policy import LinkPolicy
-from .wire import HEADER_SIZE, READ
+from .wire import CLOSE, HEADER_SIZE, READ
 
 __all__ = ("FPGA_CYCLES_ADDRESS", "Link", "board_address")
 
@@ -138,8 +138,7 @@ class Link:
         self.close()
 
     def close(self) -> None:
-        from .wire import CLOSE
-
+        """Say goodbye to the monitor server and close the socket."""
         sock, self.socket = self.socket, None
         if sock is None:
             return
@@ -177,14 +176,14 @@ class Link:
             try:
                 result = self._exchange(command, addr, length, payload, deadline)
             except socket.timeout:
-                self._drop()  # a late reply would put the stream out of step
+                self.drop()  # a late reply would put the stream out of step
                 self.episode.failure(f"no reply to a {operation} at {addr:#010x} within {self.policy.io_timeout:g} s")
                 self.episode.request_failed()
                 raise BoardTimeoutError(self.board, operation,
                                         f"no reply within the {self.policy.io_timeout:g} s I/O deadline",
                                         address=addr) from None
             except (OSError, _LinkFault) as exc:
-                self._drop()
+                self.drop()
                 self.episode.failure(f"{operation} at {addr:#010x}: {_describe(exc)}")
                 if time.monotonic() >= deadline:
                     self.episode.request_failed()
@@ -268,7 +267,7 @@ class Link:
                 self._check_fpga(deadline)
                 return
             except (OSError, _LinkFault) as exc:
-                self._drop()
+                self.drop()
                 if connected and isinstance(exc, socket.timeout):
                     last_error = (f"connected to {self.hostname} port {self.port}, but the board did not answer "
                                   "(a monitor server serves one client at a time: is another program "
@@ -323,7 +322,8 @@ class Link:
 
             board_state_lost.send(self, board=self.board)
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Close the socket (the stream cannot be trusted); the next request reconnects."""
         sock, self.socket = self.socket, None
         if sock is not None:
             try:

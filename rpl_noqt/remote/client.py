@@ -451,13 +451,20 @@ def connect_remote(url: str, *, connect_timeout: float | None = None, io_timeout
             return session
     session = RemoteSession(address, connect_timeout=policy.connect_timeout, io_timeout=policy.io_timeout,
                             registry_hash=registry_hash, lock_timeout=lock_timeout)
-    with _SESSIONS_LOCK:
-        existing = _SESSIONS.get(address)
-        if existing is not None and not existing.closed:  # another thread connected meanwhile: join it
+    return publish_session(_SESSIONS, _SESSIONS_LOCK, address, session)
+
+
+def publish_session(registry: dict[Any, RemoteSession], lock: Any, key: Any,
+                    session: RemoteSession) -> RemoteSession:
+    """Publish ``session`` under ``key``, or join the one another thread published meanwhile
+    (closing ``session``, which then was connected for nothing)."""
+    with lock:
+        existing = registry.get(key)
+        if existing is not None and not existing.closed:
             existing._users += 1
             session._users = 1
             session.close()
             return existing
         session._users = 1
-        _SESSIONS[address] = session
+        registry[key] = session
         return session

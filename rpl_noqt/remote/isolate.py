@@ -108,7 +108,7 @@ def connect_isolated(hostname: str, port: int, key: tuple[str, int], *, config: 
     require_pyleco()
     from ..board.policy import LinkPolicy
     from ..session import SessionConfigError
-    from .client import RemoteSession
+    from .client import RemoteSession, publish_session
     from .wire import LecoAddress
 
     with _LOCK:
@@ -153,16 +153,7 @@ def connect_isolated(hostname: str, port: int, key: tuple[str, int], *, config: 
     session = RemoteSession(address, connect_timeout=policy.connect_timeout, io_timeout=policy.io_timeout,
                             registry_hash=None, lock_timeout=10.0, liveness=child.liveness, on_close=child.stop)
     session.isolated_pid = proc.pid
-    with _LOCK:
-        existing = _ISOLATED.get(key)
-        if existing is not None and not existing.closed:  # another thread won the race: join its child
-            existing._users += 1
-            session._users = 1
-            session.close()
-            return existing
-        session._users = 1
-        _ISOLATED[key] = session
-    return session
+    return publish_session(_ISOLATED, _LOCK, key, session)  # a race lost: join the winner's child
 
 
 def _read_status(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | None:
