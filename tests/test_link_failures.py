@@ -510,3 +510,21 @@ def _busy_board_case(fixed_sim):
     assert "did not answer" in str(exc) and "another program" in str(exc)
     with rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False) as s:  # free again at once
         assert s.link_up
+
+
+def test_restore_with_the_board_gone_raises_and_keeps_state_lost(link, fixed_sim):
+    """session.restore() writes registers: a board that vanishes first gives the one error type in
+    bounded time, leaves the lock free and state_lost set, and a later restore() works."""
+    link.rp.asg0.frequency = 1500.0
+    fixed_sim.model.reset()
+    fixed_sim.restart()
+    assert link.rp.asg0.frequency == 0.0 and link.state_lost
+    fixed_sim.stop()
+    _, exc, took = _timed(link.restore)
+    assert isinstance(exc, BoardConnectionError), repr(exc)
+    assert took < IO + SLACK
+    assert link.state_lost  # not cleared by a restore that did not reach the board
+    assert _free_in_this_thread(link)
+    fixed_sim.start()
+    assert link.restore() > 0 and not link.state_lost
+    assert link.rp.asg0.frequency == pytest.approx(1500.0, abs=0.1)
