@@ -447,10 +447,9 @@ class _Connecting:
 
 def _check_compatible(session: Session, asked: dict[str, Any]) -> None:
     conflicts = []
-    if asked["config"] is not _UNSET:
-        wanted = "" if asked["config"] is None else asked["config"]
-        if wanted != session.settings["config"]:
-            conflicts.append(f"config={session.settings['config'] or None!r} (open) vs config={asked['config']!r} (asked)")
+    if asked["config"] is not _UNSET and asked["config"] != session.settings["config"]:  # both resolved
+        conflicts.append(f"config={session.settings['config'] or None!r} (open) vs "
+                         f"config={asked['config'] or None!r} (asked)")
     for name in ("ssh", "strict"):
         if asked[name] is not _UNSET and asked[name] != session.settings[name]:
             conflicts.append(f"{name}={session.settings[name]!r} (open) vs {name}={asked[name]!r} (asked)")
