@@ -28,7 +28,7 @@ import types
 import weakref
 from typing import Any
 
-from . import loop, threadsafe
+from . import lockin, loop, threadsafe
 from .board import configfile, values
 from ._compat import check_pyrpl_version
 from .errors import ActivationError
@@ -86,6 +86,7 @@ def activate() -> PatchRecord:
     redirector.when_imported("pyrpl.modules", _patch_signal_launcher)
     threadsafe.install(redirector, _record)
     values.install(redirector, _record)
+    lockin.install(redirector, _record)
     logger.debug("rpl_noqt activated for pyrpl %s", version)
     return _record
 

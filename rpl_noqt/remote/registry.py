@@ -116,7 +116,7 @@ METHODS: dict[str, tuple[MethodSpec, ...]] = {
     "Scope": _SETUP + _ACQUISITION + (_m("curve_ready", writes=False),),
     "Asg": _SETUP + (_m("trig", writes=True),),
     "Pid": _SETUP,
-    "Iq": _SETUP,
+    "Iq": _SETUP + (_m("lockin_xy", writes=True, long=True, params=("integration_time",)),),  # rpl_noqt/lockin.py
     "IIR": _SETUP,
     "Trig": _SETUP,
     "Pwm": _SETUP,

@@ -13,7 +13,6 @@ Phases include the module's 3-cycle pipeline (3 x 8 ns x f x 360 degrees).
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from .driver import ModuleDriver
@@ -24,8 +23,6 @@ __all__ = ("IQ_SETTINGS", "IqDriver", "polar")
 
 #: Settings :meth:`IqDriver.configure` accepts.
 IQ_SETTINGS = ("input", "frequency", "bandwidth", "amplitude", "output_direct")
-
-_CLOCK = 125e6
 
 
 class IqDriver(ModuleDriver):
@@ -82,41 +79,15 @@ class IqDriver(ModuleDriver):
     def measure(self, integration_time: float) -> complex:
         """Demodulate for ``integration_time`` s and return ``X + iY`` (V) at the module's frequency.
 
-        The accumulator waits two filter time constants (settling) before it
-        sums; the calling thread sleeps meanwhile without holding the board.
+        One ``lockin_xy()`` of the module (rpl-noqt's reading of the IQ
+        accumulator, in-process or through a board server alike): it waits
+        two filter time constants (settling) before it sums, without holding
+        the board meanwhile. in1/in2 are then scaled by this board's input range.
         """
         check_number("integration_time", integration_time, 1e-6, 10.0, "s")
-        if self.board.remote:
-            raise SettingError(f"{self.name}: the lock-in measurement reads the IQ accumulator directly, which a "
-                               "board server does not offer: use RplIq on the PC that serves the board")
         q = self.module
-        with self.board.lock:
-            bandwidth = float(q.bandwidth[0]) or 1e3
-            averages = max(1, int(round(integration_time * _CLOCK)))
-            sleep_cycles = int(round(2.0 / bandwidth * _CLOCK))
-            q._na_averages = averages
-            q._na_sleepcycles = sleep_cycles
-            q.frequency = q.frequency  # writing the frequency restarts the accumulator
-            source = q.input
-            lpf_bits = int(q._LPFBITS)
-        time.sleep((averages + sleep_cycles) / _CLOCK + 2e-3)
-        total = None
-        for _ in range(100):  # normally ready at once; bounded in case the board is slow
-            with self.board.lock:
-                a, b, c, d = q._reads(0x140, 4)
-            if not (a >> 31 or b >> 31 or c >> 31 or d >> 31):
-                total = complex(_signed62(int(a) + (int(b) << 31)), _signed62(int(c) + (int(d) << 31)))
-                break
-            time.sleep(1e-3)
-        if total is None:
-            raise TimeoutError(f"{self.name}: the lock-in accumulator did not finish")
-        volts = total / averages * 4.0 / 2**lpf_bits  # 4: FPGA scaling, as in PyRPL's na_trace
-        return volts * self.board.scale(source)
-
-
-def _signed62(value: int) -> int:
-    """Two's complement of a 62-bit integer."""
-    return value - (1 << 62) if value & (1 << 61) else value
+        x, y = (float(v) for v in q.lockin_xy(integration_time))
+        return complex(x, y) * self.board.scale(q.input)
 
 
 def polar(z: complex) -> tuple[float, float]:
