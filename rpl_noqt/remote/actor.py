@@ -38,6 +38,7 @@ from pyleco.utils.rpc_handler import RpcHandler
 from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError
 from . import payloads
 from .errors import RemoteNameError
+from .publisher import acting_for
 from .surface import BoardSurface
 from .wire import ErrorCode
 
@@ -63,6 +64,12 @@ if not any(isinstance(f, _QuietRefusals) for f in _rpc_log.filters):
 
 def _refusal(code: int, message: str, **data: Any) -> _Refusal:
     return _Refusal(JsonRpcError(code=code, message=message, data=data or None))
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """An exception as the JSON-RPC error object a client rebuilds it from (for published messages)."""
+    error = translate(exc).rpc_error
+    return {"code": error.code, "message": error.message, "data": error.data}
 
 
 def translate(exc: BaseException) -> _Refusal:
@@ -100,10 +107,13 @@ class _Endpoints:
     def _run(self, fn: Callable[[], Any]) -> tuple[Any, list[bytes]]:
         if self._actor.closing:
             raise _refusal(ErrorCode.CLOSING, f"board server {self._actor.name!r} is shutting down")
+        acting_for(self._requester())  # an attribute change this causes names the client
         try:
             return payloads.encode(fn())
         except Exception as exc:
             raise translate(exc) from None
+        finally:
+            acting_for(None)
 
     def get_parameters(self, parameters: list[str], additional_payload: list[bytes] | None = None
                        ) -> tuple[Any, list[bytes]]:
@@ -138,6 +148,9 @@ class BoardActor(MessageHandler):
     def __init__(self, name: str, surface: BoardSurface, *, host: str, port: int, context: zmq.Context,
                  info: dict[str, Any], workers: int = 8) -> None:
         self.surface = surface
+        #: the server's streams (:mod:`.streams`) and data-protocol facts for describe(), once publishing
+        self.streams: Any = None
+        self.data_info: dict[str, Any] | None = None
         self.closing = False
         self._info = info
         self.sign_in_error: str | None = None
@@ -165,12 +178,52 @@ class BoardActor(MessageHandler):
         # server is for whoever started it (a signal, serve()'s handle), not for a client.
         self.rpc.unregister_method("shut_down")
         _Endpoints(self, self.rpc_handler).register()
-        for method in (self.describe, self.locks, self.lock, self.unlock, self.force_unlock):
+        for method in (self.describe, self.locks, self.lock, self.unlock, self.force_unlock, self.stream_start,
+                       self.stream_renew, self.stream_stop, self.data_probe):
             self.register_rpc_method(method)
 
     def describe(self) -> dict[str, Any]:
-        """The registry (modules, attributes, allowed methods), its hash, PyRPL version and server facts."""
-        return {"registry": self.surface.registry.to_wire(), "server": self._info}
+        """The registry (modules, attributes, allowed methods), its hash, PyRPL version and server facts.
+
+        ``server["data"]``: where the server publishes (LECO data protocol
+        proxy ports, topic prefix) and which modules stream; None if it
+        found no proxy.
+        """
+        return {"registry": self.surface.registry.to_wire(), "server": {**self._info, "data": self.data_info}}
+
+    def _stream_hub(self) -> Any:
+        if self.streams is None:
+            raise _refusal(ErrorCode.REFUSED, f"board server {self.name!r} publishes no streams (no data proxy)")
+        return self.streams
+
+    def data_probe(self, token: str) -> bool:
+        """Publish ``{"probe": token}`` on the events topic: a client checks its subscription arrived."""
+        hub = self._stream_hub()
+        if not isinstance(token, str) or len(token) > 64:
+            raise _refusal(ErrorCode.REFUSED, "a probe token is a string of at most 64 characters")
+        hub.publisher.publish("events", {"probe": token})
+        return True
+
+    def stream_start(self, module: str) -> dict[str, Any]:
+        """Subscribe the requester to ``module``'s stream (topic in the answer); renew within the lease."""
+        try:
+            return self._stream_hub().start(module, self._requester())
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def stream_renew(self, module: str) -> bool:
+        """Renew the requester's lease on ``module``'s stream; False: not subscribed (start again)."""
+        try:
+            return self._stream_hub().renew(module, self._requester())
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def stream_stop(self, module: str) -> bool:
+        """End the requester's subscription; the acquisition loop stops with its last subscriber."""
+        try:
+            return self._stream_hub().stop(module, self._requester())
+        except Exception as exc:
+            raise translate(exc) from None
 
     def locks(self) -> dict[str, str]:
         """Who holds which lock: {resource ('' for the board): holder}."""

@@ -32,15 +32,20 @@ from ._deps import require_pyleco
 
 require_pyleco()
 
+from pyleco.core.data_message import DataMessage  # noqa: E402
 from pyleco.json_utils.errors import JSONRPCError  # noqa: E402
+from pyleco.json_utils.json_objects import JsonRpcError  # noqa: E402
 
 from .._compat import TESTED_PYRPL_VERSIONS  # noqa: E402
+from ..events import attribute_changed  # noqa: E402
 from ..board.policy import LinkPolicy  # noqa: E402
 from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError  # noqa: E402
 from . import payloads  # noqa: E402
 from .errors import RegistryMismatchError, RemoteCallError, RemoteNameError  # noqa: E402
 from .link import LecoLink  # noqa: E402
 from .registry import AttributeSpec, MethodSpec, ModuleSpec, Registry  # noqa: E402
+from .streams_client import RemoteStream, StreamKeeper  # noqa: E402
+from .subscriber import DataSubscriber  # noqa: E402
 from .wire import ErrorCode, LecoAddress, parse_leco_url  # noqa: E402
 
 __all__ = ("RemoteLock", "RemoteModule", "RemoteSession", "attribute_spec", "connect_remote")
@@ -77,6 +82,15 @@ def _error_from_reply(exc: JSONRPCError, board: str) -> Exception:
     if error.code == ErrorCode.CLOSING:
         return BoardConnectionError(board, "call", error.message)
     return RemoteCallError(f"{board}: {error.message}", str(data.get("type", "")))
+
+
+def error_from_object(error: dict[str, Any], board: str) -> Exception:
+    """The exception a published error object (``{"code", "message", "data"}``) stands for."""
+    try:
+        rpc_error = JsonRpcError(code=int(error["code"]), message=str(error["message"]), data=error.get("data"))
+    except (KeyError, TypeError, ValueError):
+        return RemoteCallError(f"{board}: malformed error {error!r}", "")
+    return _error_from_reply(JSONRPCError(rpc_error), board)
 
 
 class RemoteLock:
@@ -201,9 +215,14 @@ class RemoteMethod:
 
 
 class RemoteModule:
-    """A module of the remote board: its registry's attributes and methods, nothing else."""
+    """A module of the remote board: its registry's attributes and methods, nothing else.
 
-    __slots__ = ("_session", "_spec")
+    One object per module and session, so ``events.attribute_changed.connect_via(remote.rp.asg0)``
+    picks that module's changes, as in-process. Modules that stream (scope,
+    spectrum and network analyzers) also have :meth:`stream`.
+    """
+
+    __slots__ = ("_session", "_spec", "__weakref__")
 
     def __init__(self, session: RemoteSession, spec: ModuleSpec) -> None:
         object.__setattr__(self, "_session", session)
@@ -219,6 +238,8 @@ class RemoteModule:
             return self._session._get(f"{spec.name}.{name}")
         if name in spec.methods:
             return RemoteMethod(self._session, spec, spec.methods[name])
+        if name == "stream" and spec.name in self._session._streamable():
+            return self._stream
         raise RemoteNameError(f"{spec.name} ({spec.kind}) has no remote attribute or method {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -230,8 +251,18 @@ class RemoteModule:
             raise RemoteNameError(f"{spec.name}.{name} is read-only over a remote session")
         self._session._set({f"{spec.name}.{name}": value})
 
+    def _stream(self, maxlen: int = 8, callback: Callable[[Any], None] | None = None) -> RemoteStream:
+        """Subscribe to this module's acquisitions (one loop on the server for every subscriber).
+
+        Returns a :class:`~rpl_noqt.remote.streams_client.RemoteStream`: iterate it,
+        ``get(timeout)``, or pass ``callback`` (called in the subscriber thread
+        with each result). Close it (or use ``with``) to unsubscribe.
+        """
+        return self._session._stream_open(self._spec.name, maxlen, callback)
+
     def __dir__(self) -> list[str]:
-        return sorted(set(self._spec.attributes) | set(self._spec.methods) | {"name"})
+        extra = {"stream"} if self._spec.name in self._session._streamable() else set()
+        return sorted(set(self._spec.attributes) | set(self._spec.methods) | {"name"} | extra)
 
     def __repr__(self) -> str:
         return f"<remote {self._spec.kind} module {self._spec.name!r} of {self._session.url}>"
@@ -262,7 +293,7 @@ class _Modules:
         if name in self._extra:
             return self._extra[name]
         if name in self._names:
-            return RemoteModule(self._session, self._session.registry.module(name))
+            return self._session._module(name)
         raise RemoteNameError(f"the board server {self._session.url} offers no module {name!r} here "
                               f"(offered: {', '.join(self._names)})")
 
@@ -291,6 +322,12 @@ class RemoteSession:
         self._expected_hash = registry_hash
         self._registry: Registry | None = None
         self.server_info: dict[str, Any] = {}
+        self._module_objects: dict[str, RemoteModule] = {}
+        self._data_lock = threading.RLock()
+        self._data: dict[str, Any] | None = None
+        self._subscriber: DataSubscriber | None = None
+        self._keeper = StreamKeeper(self)
+        self._probe_waiters: dict[str, threading.Event] = {}
         self._users = 0
         self._closed = False
         self._link = LecoLink(address, _client_name(), connect_timeout=connect_timeout, io_timeout=io_timeout,
@@ -364,12 +401,19 @@ class RemoteSession:
             if _SESSIONS.get(self.address) is self:
                 del _SESSIONS[self.address]
         try:
+            for stream in self._keeper.streams():
+                stream.close()
             if self._lock.held and self._link.connected:
                 self._lock._depth = 1
                 self._lock.release()
         except Exception:
             logger.debug("giving the lock back at close failed", exc_info=True)
         finally:
+            self._keeper.close()
+            with self._data_lock:
+                if self._subscriber is not None:
+                    self._subscriber.close()
+                    self._subscriber = None
             self._link.close()
             self._run_on_close()
 
@@ -403,11 +447,126 @@ class RemoteSession:
         self._registry = registry
         server = description.get("server")
         self.server_info = server if isinstance(server, dict) else {}
+        self._update_data(self.server_info.get("data"))
         board_io = self.server_info.get("io_timeout")
         if isinstance(board_io, (int, float)) and not isinstance(board_io, bool) and 0 < board_io < 3600:
             self._link.silence_limit = self._link.io_timeout + float(board_io)
         if reconnect:
             self._lock._reacquire_after_reconnect()
+
+    def _module(self, name: str) -> RemoteModule:
+        module = self._module_objects.get(name)
+        if module is None or module._spec is not self.registry.module(name):
+            module = self._module_objects[name] = RemoteModule(self, self.registry.module(name))
+        return module
+
+    # -- data protocol: events and streams -------------------------------------------------
+    def _streamable(self) -> list[str]:
+        data = self._data
+        streams = data.get("streams") if data else None
+        return list(streams) if isinstance(streams, list) else []
+
+    def _update_data(self, data: Any) -> None:
+        """(Re)subscribe at the server's data proxy; called at every (re)connect."""
+        if not isinstance(data, dict):
+            data = None
+        with self._data_lock:
+            old = self._data
+            self._data = data
+            same = old is not None and data is not None and all(
+                old.get(k) == data.get(k) for k in ("host", "sending_port", "prefix"))
+            if same and self._subscriber is not None:
+                return
+            if self._subscriber is not None:
+                self._subscriber.close()
+                self._subscriber = None
+            if data is None:
+                return
+            try:
+                host = data.get("host") or self.address.host
+                port = int(data["sending_port"])
+                prefix = str(data["prefix"])
+            except (KeyError, TypeError, ValueError):
+                logger.warning("%s: the server's data description is malformed: %r", self.url, data)
+                self._data = None
+                return
+            address = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
+            self._subscriber = DataSubscriber(address, self._link.context)
+            self._subscriber.subscribe(f"{prefix}/events", self._on_event)
+            for stream in self._keeper.streams():
+                stream.topic = f"{prefix}/stream/{stream.module}"
+                self._subscriber.subscribe(stream.topic, stream._on_message)
+        self._await_subscription()
+
+    def _await_subscription(self, timeout: float = 1.0) -> None:
+        """Wait until the server's publications reach us, so no change right after connect() is missed.
+
+        A ZeroMQ subscription takes a moment to travel to the publisher
+        through the proxy; until then messages are dropped. The server
+        publishes a probe on request; the first one that arrives ends the wait.
+        """
+        arrived = threading.Event()
+        token = f"{self._link.client_name}-{time.monotonic_ns()}"
+        self._probe_waiters[token] = arrived
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self._link.request("data_probe", {"token": token}, deadline_s=self._link.silence_limit)
+                if arrived.wait(0.02):
+                    return
+            logger.warning("%s: the server's data publications did not arrive within %g s; events and "
+                           "streams may start late", self.url, timeout)
+        except JSONRPCError:
+            logger.debug("the server does not answer data probes", exc_info=True)
+        finally:
+            self._probe_waiters.pop(token, None)
+
+    def _on_event(self, message: DataMessage) -> None:
+        data = message.data
+        if not isinstance(data, dict) or self._registry is None:
+            return
+        if "probe" in data:
+            waiter = self._probe_waiters.get(data["probe"]) if isinstance(data["probe"], str) else None
+            if waiter is not None:
+                waiter.set()
+            return
+        if not attribute_changed.receivers:
+            return
+        module_name, name = data.get("module"), data.get("name")
+        if not isinstance(module_name, str) or module_name not in self._registry.modules:
+            return
+        try:
+            value = payloads.decode(data.get("value"), message.payload[1:])
+        except payloads.PayloadError:
+            return
+        attribute_changed.send(self._module(module_name), name=name, value=value)
+
+    def _stream_open(self, module: str, maxlen: int, callback: Callable[[Any], None] | None) -> RemoteStream:
+        self._check_open()
+        stream = RemoteStream(self, module, maxlen=maxlen, callback=callback)
+        with self._data_lock:
+            data, subscriber = self._data, self._subscriber
+            if data is None or subscriber is None:
+                raise RemoteNameError(f"{self.url} publishes no streams (the server found no LECO data proxy)")
+            stream.topic = f"{data['prefix']}/stream/{module}"
+            subscriber.subscribe(stream.topic, stream._on_message)  # before the loop starts: nothing missed
+        self._keeper.add(stream)
+        try:
+            self._request("stream_start", {"module": module})
+        except BaseException:
+            self._stream_closed(stream)
+            raise
+        return stream
+
+    def _stream_closed(self, stream: RemoteStream) -> None:
+        with self._data_lock:
+            if self._subscriber is not None and stream.topic is not None:
+                self._subscriber.unsubscribe(stream.topic, stream._on_message)
+        if self._keeper.remove(stream) and self._link.connected and not self._link.closed:
+            try:
+                self._link.request("stream_stop", {"module": stream.module}, deadline_s=1.0)
+            except Exception:  # noqa: BLE001  the lease expires on its own
+                logger.debug("stream_stop of %s failed", stream.module, exc_info=True)
 
     def _request(self, method: str, params: dict[str, Any] | None = None, frames: Any = (), *,
                  deadline_s: Any = _SHORT) -> tuple[Any, list[bytes]]:

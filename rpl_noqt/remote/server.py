@@ -28,9 +28,12 @@ require_pyleco()
 import zmq  # noqa: E402
 
 from .._compat import installed_pyrpl_version  # noqa: E402
-from .actor import BoardActor  # noqa: E402
+from .actor import BoardActor, describe_error  # noqa: E402
 from .coordinator import EmbeddedCoordinator, coordinator_answers, is_local_address  # noqa: E402
+from .proxy import EmbeddedProxy, find_data_endpoint  # noqa: E402
+from .publisher import BoardPublisher, EventBridge  # noqa: E402
 from .registry import build_registry  # noqa: E402
+from .streams import StreamHub  # noqa: E402
 from .surface import BoardSurface  # noqa: E402
 from .wire import (  # noqa: E402
     DEFAULT_COORDINATOR_HOST,
@@ -58,6 +61,9 @@ class BoardServer:
         self._stopped = threading.Event()
         self._context = zmq.Context()
         self.embedded: EmbeddedCoordinator | None = None
+        self.proxy: EmbeddedProxy | None = None
+        self.publisher: BoardPublisher | None = None
+        self._events: EventBridge | None = None
         try:
             self._find_coordinator(bind, probe_timeout)
             registry, modules = build_registry(session.pyrpl, installed_pyrpl_version() or "unknown")
@@ -65,10 +71,11 @@ class BoardServer:
             board = f"{session.hostname}:{session.port}"
             info = {"board": board, "name": name, "pid": os.getpid(), "host": socket.gethostname(),
                     "io_timeout": session.policy.io_timeout}
-            self.actor = BoardActor(name, BoardSurface(registry, modules, f"leco://{name} ({board})"),
-                                    host=self.coordinator_host, port=self.coordinator_port,
+            surface = BoardSurface(registry, modules, f"leco://{name} ({board})")
+            self.actor = BoardActor(name, surface, host=self.coordinator_host, port=self.coordinator_port,
                                     context=self._context, info=info)
             self._start_listening()
+            self._start_publishing(surface, modules, bind, probe_timeout)
         except BaseException:
             self._teardown(close_session=False)
             raise
@@ -147,6 +154,23 @@ class BoardServer:
             raise BoardConnectionError(f"{self.coordinator_host}:{self.coordinator_port}",
                                        f"sign in as {self.name!r}", str(error)) from error
 
+    def _start_publishing(self, surface: BoardSurface, modules: dict[str, Any], bind: str | None,
+                          probe_timeout: float) -> None:
+        """Attribute changes, streams and progress go out on LECO's data protocol (:mod:`.publisher`)."""
+        endpoint, self.proxy = find_data_endpoint(self.coordinator_host, self.coordinator_port, bind,
+                                                  self._context, probe_timeout)
+        if endpoint is None:
+            logger.warning("board server %r: no LECO data proxy, so no events or streams", self.name)
+            return
+        publisher = BoardPublisher(endpoint.publish_address(self.coordinator_host), self._context)
+        publisher.prefix = self.actor.full_name
+        self.publisher = publisher
+        attributes = {m: frozenset(spec.attributes) for m, spec in self.registry.modules.items()}
+        self._events = EventBridge(publisher, modules, attributes)
+        self.actor.streams = StreamHub(surface, publisher, modules, describe_error)
+        self.actor.data_info = {**endpoint.as_dict(), "prefix": publisher.prefix,
+                                "streams": self.actor.streams.streamable}
+
     def _listen(self) -> None:
         try:
             self.actor.listen(stop_event=self._listen_stop, waiting_time=20)
@@ -165,6 +189,10 @@ class BoardServer:
             if stop is not None:
                 stop.set()
                 self._thread.join(1.0)  # the listener signs out from the coordinator on its way out
+        if self._events is not None:
+            self._events.close()
+        if actor is not None and actor.streams is not None:
+            actor.streams.close(0.5)
         if close_session:
             try:
                 self.session.close()  # flushes the config, stops acquisitions, closes the board socket
@@ -176,6 +204,10 @@ class BoardServer:
                 actor.close()
             except Exception:
                 logger.debug("closing the actor's sockets failed", exc_info=True)
+        if self.publisher is not None:
+            self.publisher.close(0.2)
+        if self.proxy is not None:
+            self.proxy.close()
         if self.embedded is not None:
             self.embedded.close()
         self._context.destroy(linger=0)

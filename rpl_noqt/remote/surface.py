@@ -79,6 +79,13 @@ class LockTable:
             resource, holder = conflict
             raise BoardLockedError(self.board, holder, resource, operation=f"{operation} {path}")
 
+    def holder_covering(self, path: str) -> tuple[str | None, str] | None:
+        """(resource, holder) of a lock that covers ``path``, whoever holds it; None if free."""
+        if not self._locks:
+            return None
+        with self._mutex:
+            return self._conflict("", path, inside=False)
+
     def _conflict(self, requester: str, resource: str | None, *, inside: bool) -> tuple[str | None, str] | None:
         parts = [] if resource is None else resource.split(".")
         for i in range(len(parts) + 1):
