@@ -16,6 +16,7 @@ __all__ = (
     "BoardConnectionError",
     "BoardLockedError",
     "BoardTimeoutError",
+    "CallCancelledError",
     "LinkPolicy",
     "Session",
     "__version__",
@@ -31,14 +32,14 @@ __all__ = (
 if TYPE_CHECKING:  # pragma: no cover
     from .activation import activate, deactivate, flush_configs, is_active, patch_record
     from .board.policy import LinkPolicy
-    from .errors import BoardConnectionError, BoardLockedError, BoardTimeoutError
+    from .errors import BoardConnectionError, BoardLockedError, BoardTimeoutError, CallCancelledError
     from .remote.server import serve
     from .session import Session, connect
 
 _LAZY = {name: "rpl_noqt.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
 _LAZY.update(connect="rpl_noqt.session", Session="rpl_noqt.session", LinkPolicy="rpl_noqt.board.policy",
              BoardConnectionError="rpl_noqt.errors", BoardTimeoutError="rpl_noqt.errors",
-             BoardLockedError="rpl_noqt.errors", serve="rpl_noqt.remote.server")
+             BoardLockedError="rpl_noqt.errors", CallCancelledError="rpl_noqt.errors", serve="rpl_noqt.remote.server")
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ __all__ = (
     "BoardConnectionError",
     "BoardLockedError",
     "BoardTimeoutError",
+    "CallCancelledError",
     "GuiUnavailableError",
     "LoopThreadError",
     "RplNoQtWarning",
@@ -91,6 +92,42 @@ class BoardLockedError(RuntimeError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_locked_error, (self.board, self.holder, self.resource, self.operation))
+
+
+class CallCancelledError(Exception):
+    """A long call (a network-analyzer sweep, an acquisition, sampler statistics) was cancelled.
+
+    Raised by :func:`rpl_noqt.remote.longcall.run_long_call` in the thread
+    that made the call when a client cancelled it. By then a module with
+    something to stop (an acquisition) has been stopped as PyRPL's own
+    ``stop()`` leaves it: the board is not left half-configured. The message names the module, the method and how far
+    it got; so do the attributes, for programs (``total`` 0: not known).
+    """
+
+    def __init__(self, module: str, method: str, done: int = 0, total: int = 0, elapsed: float = 0.0,
+                 *, unit: str = "steps", detail: str = "") -> None:
+        self.module = module
+        self.method = method
+        self.done = done
+        self.total = total
+        self.elapsed = elapsed
+        self.unit = unit
+        self.detail = detail
+        if total > 0:
+            how_far = f"after {done} of {total} {unit} ({100.0 * done / total:.0f}%), {elapsed:.2f} s"
+        else:
+            how_far = f"after {elapsed:.2f} s"
+        tail = f": {detail}" if detail else ""
+        super().__init__(f"{module}.{method}() cancelled {how_far}{tail}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable despite the keyword-only arguments
+        return (_rebuild_cancelled_error, (self.module, self.method, self.done, self.total, self.elapsed,
+                                           self.unit, self.detail))
+
+
+def _rebuild_cancelled_error(module: str, method: str, done: int, total: int, elapsed: float, unit: str,
+                             detail: str) -> CallCancelledError:
+    return CallCancelledError(module, method, done, total, elapsed, unit=unit, detail=detail)
 
 
 def _rebuild_locked_error(board: str, holder: str, resource: str | None, operation: str) -> BoardLockedError:
