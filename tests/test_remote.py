@@ -417,7 +417,7 @@ def test_server_killed_during_call_then_back_then_clean_stop(tmp_path):
                 assert not caller.is_alive(), "the call hung after the server was killed"
                 assert isinstance(box.get("error"), BoardConnectionError), box
                 detected = time.monotonic() - killed
-                assert detected < 6.0, detected  # silence limit: 1 s + the board's 2 s deadline
+                assert detected < 2.5, detected  # the client's 1 s I/O timeout (probes go to NAME-alive), plus slack
                 assert "stopped answering" in str(box["error"])
 
                 server = ServerProcess(sim, "rpfault", port, tmp_path, "--config", "faultcfg").start()

@@ -388,3 +388,35 @@ def test_threads_of_one_session_are_not_held_up_by_a_long_call(remote):
     assert not errors, errors
     assert "long" in done
     assert gets_done < done["long"], (gets_done - t0, done["long"] - t0)
+
+
+# -- a slow board is not a dead server ---------------------------------------------------------
+def test_a_board_slower_than_the_client_timeout_is_waited_for(served):
+    """The server's listener may wait the board's full deadline; the client's shorter I/O timeout
+    bounds only silence, and the server's NAME-alive companion keeps answering meanwhile."""
+    sim = served.sim
+    with rpl_noqt.connect(served.url, io_timeout=0.6) as session:
+        session.rp.pid1.setpoint = 0.2
+        sim.faults.latency = 1.2  # each board access: longer than 0.6 s, shorter than the board's 2 s deadline
+        try:
+            t0 = time.monotonic()
+            assert session.rp.pid1.setpoint == pytest.approx(0.2, abs=1e-3)
+            assert time.monotonic() - t0 >= 1.0
+        finally:
+            sim.faults.clear()
+
+
+def test_a_board_past_its_deadline_is_the_servers_timeout_error(served):
+    sim = served.sim
+    with rpl_noqt.connect(served.url, io_timeout=0.6) as session:
+        session.rp.pid1.setpoint  # connected
+        sim.faults.latency = 30.0
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(BoardConnectionError) as info:
+                session.rp.pid1.setpoint
+            elapsed = time.monotonic() - t0
+        finally:
+            sim.faults.clear()
+    assert "stopped answering" not in str(info.value)  # the server answered: the board did not
+    assert elapsed < 0.6 + 2.0 + 1.5, elapsed  # client timeout + the board's deadline + slack

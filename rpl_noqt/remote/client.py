@@ -202,9 +202,9 @@ class RemoteMethod:
             if given is None and spec.timeout_param in allowed[:len(args)]:
                 given = args[allowed.index(spec.timeout_param)]
             if isinstance(given, (int, float)) and not isinstance(given, bool):
-                deadline = float(given) + self._session._link.silence_limit
+                deadline = float(given) + self._session._link.short_deadline
         elif not spec.long:
-            deadline = self._session._link.silence_limit
+            deadline = self._session._link.short_deadline
         result, reply_frames = self._session._request(
             "call_action", {"action": f"{module.name}.{spec.name}", "args": encoded["args"],
                             "kwargs": encoded["kwargs"]}, frames, deadline_s=deadline)
@@ -449,8 +449,17 @@ class RemoteSession:
         self.server_info = server if isinstance(server, dict) else {}
         self._update_data(self.server_info.get("data"))
         board_io = self.server_info.get("io_timeout")
-        if isinstance(board_io, (int, float)) and not isinstance(board_io, bool) and 0 < board_io < 3600:
-            self._link.silence_limit = self._link.io_timeout + float(board_io)
+        if not (isinstance(board_io, (int, float)) and not isinstance(board_io, bool) and 0 < board_io < 3600):
+            board_io = 0.0
+        alive = self.server_info.get("alive")
+        link = self._link
+        link.short_deadline = link.io_timeout + float(board_io)  # the server may spend its board deadline
+        if isinstance(alive, str) and alive:
+            link.set_probe_target(alive)  # answers while the actor waits on the board: silence = our timeout
+            link.silence_limit = link.io_timeout
+        else:
+            link.set_probe_target(None)
+            link.silence_limit = link.short_deadline
         if reconnect:
             self._lock._reacquire_after_reconnect()
 
@@ -573,7 +582,7 @@ class RemoteSession:
         """One request; a short one (the default) may take the link's silence limit, no more."""
         self._check_open()
         if deadline_s is _SHORT:
-            deadline_s = self._link.silence_limit
+            deadline_s = self._link.short_deadline
         try:
             return self._link.request(method, params, frames, deadline_s=deadline_s)
         except JSONRPCError as exc:

@@ -49,7 +49,7 @@ __all__ = ("LecoLink",)
 logger = logging.getLogger(__name__)
 
 _SLICE_S = 0.05  # poll granularity while waiting
-_PROBE_AFTER_S = 0.5  # a call this old gets liveness probes
+_PROBE_AFTER_S = 0.5  # a call this old gets liveness probes (sooner with a short silence limit)
 _PROBE_EVERY_S = 0.5
 _COORDINATOR = b"COORDINATOR"
 
@@ -81,12 +81,16 @@ class LecoLink:
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
-        #: seconds the server may stay silent (no reply, no pong); raised once we know its board deadline
+        #: seconds the server may stay silent (no reply, no pong)
         self.silence_limit = io_timeout
+        #: longest a short request may take: the silence limit, plus the server's board deadline once known
+        self.short_deadline = io_timeout
+        #: who answers liveness probes: the actor, or its ``NAME-alive`` companion (:mod:`.alive`)
+        self.probe_target = address.name
         self._on_connect = on_connect
         #: says why the server is certainly gone (its process exited), or None; asked every poll slice
         self._liveness = liveness
-        self._server_name = address.name.rsplit(".", 1)[-1].encode()
+        self._server_names = {address.name.rsplit(".", 1)[-1].encode()}
         self._conn_lock = threading.RLock()  # connecting and dropping
         self._sign_lock = threading.Lock()
         self._cond = threading.Condition()  # everything below, and the right to use the socket
@@ -217,10 +221,11 @@ class LecoLink:
             if now - heard > self.silence_limit:
                 raise _Gone(f"the server stopped answering (no reply and no pong for {self.silence_limit:.3g} s): "
                             "it stopped, crashed or became unreachable", generation)
-            if now - start > _PROBE_AFTER_S and now - heard > _PROBE_EVERY_S and now - self._probe_sent > _PROBE_EVERY_S:
+            every = min(_PROBE_EVERY_S, self.silence_limit / 4)
+            if now - start > every and now - heard > every and now - self._probe_sent > every:
                 self._probe_cid = generate_conversation_id()
                 self._probe_sent = now
-                self._post(self._message(self.address.name, self._generator.build_request_str(method="pong"),
+                self._post(self._message(self.probe_target, self._generator.build_request_str(method="pong"),
                                          self._probe_cid, []))
             if self._owned:
                 self._cond.wait(_SLICE_S)
@@ -272,7 +277,7 @@ class LecoLink:
     def _dispatch(self, messages: list[Message]) -> None:
         now = time.monotonic()
         for message in messages:
-            if message.sender_elements.name == self._server_name:
+            if message.sender_elements.name in self._server_names:
                 self._last_heard = now
             cid = message.conversation_id
             slot = self._pending.get(cid)
@@ -288,6 +293,12 @@ class LecoLink:
                     # deadline or the silence limit ends this one
                     self._probe_problem = "the coordinator forgot this client (it restarted)"
             # anything else: a late reply to an abandoned call, a coordinator's heartbeat check: dropped
+
+    def set_probe_target(self, name: str | None) -> None:
+        """Probe ``name`` for liveness (None: the actor itself)."""
+        target = name or self.address.name
+        self.probe_target = target
+        self._server_names.add(target.rsplit(".", 1)[-1].encode())
 
     def _routing_error(self, message: Message) -> str | None:
         """The coordinator's 'no such receiver' for our request, as a reason (else None)."""

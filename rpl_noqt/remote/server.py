@@ -29,6 +29,7 @@ import zmq  # noqa: E402
 
 from .._compat import installed_pyrpl_version  # noqa: E402
 from .actor import BoardActor, describe_error  # noqa: E402
+from .alive import AliveResponder  # noqa: E402
 from .coordinator import EmbeddedCoordinator, coordinator_answers, is_local_address  # noqa: E402
 from .proxy import EmbeddedProxy, find_data_endpoint  # noqa: E402
 from .publisher import BoardPublisher, EventBridge  # noqa: E402
@@ -64,6 +65,7 @@ class BoardServer:
         self.proxy: EmbeddedProxy | None = None
         self.publisher: BoardPublisher | None = None
         self._events: EventBridge | None = None
+        self.alive: AliveResponder | None = None
         try:
             self._find_coordinator(bind, probe_timeout)
             registry, modules = build_registry(session.pyrpl, installed_pyrpl_version() or "unknown")
@@ -76,6 +78,9 @@ class BoardServer:
                                     context=self._context, info=info)
             self._start_listening()
             self._start_publishing(surface, modules, bind, probe_timeout)
+            self.alive = AliveResponder(f"{name}-alive", host=self.coordinator_host, port=self.coordinator_port,
+                                        context=self._context)
+            info["alive"] = self.alive.signed_in_name
         except BaseException:
             self._teardown(close_session=False)
             raise
@@ -178,6 +183,8 @@ class BoardServer:
             if self.actor.setup_error is None:
                 logger.error("board server %r stopped listening", self.name, exc_info=exc)
         finally:
+            if self.alive is not None and not self._closed:
+                self.alive.stop(0.5)  # a server that no longer listens must not look alive to its clients
             self._stopped.set()
 
     def _teardown(self, *, close_session: bool) -> None:
@@ -204,6 +211,8 @@ class BoardServer:
                 actor.close()
             except Exception:
                 logger.debug("closing the actor's sockets failed", exc_info=True)
+        if self.alive is not None:
+            self.alive.stop(0.5)
         if self.publisher is not None:
             self.publisher.close(0.2)
         if self.proxy is not None:
