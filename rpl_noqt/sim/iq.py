@@ -35,7 +35,7 @@ import numpy as np
 from . import filters
 from .dsp import DspBlock, EvalContext
 from .pfd import Pfd
-from .signals import CYCLE, FPGA_CLOCK_HZ, Spectrum, grid_phasor_sum, sat_volts, signed
+from .signals import CYCLE, FPGA_CLOCK_HZ, Spectrum, grid_phasor_sum, phasor_sum, sat_volts, signed
 
 LUTSZ, LUTBITS, PHASEBITS, GAINBITS, SIGNALBITS, LPFBITS, SHIFTBITS = 11, 17, 32, 18, 14, 24, 8
 INPUT_FILTER = filters.FilterParams(stages=1, shiftbits=5, minbw=50)
@@ -185,11 +185,7 @@ class Iq(DspBlock):
     def zv(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         nus, coefs, noise = self._zv_terms(ctx)
         t = np.asarray(t, dtype=float)
-        z = grid_phasor_sum(t, nus, coefs)  # times on a grid (scope samples): one matrix product
-        if z is None:
-            z = np.zeros(t.shape, dtype=complex)
-            for nu, a in zip(nus, coefs, strict=True):
-                z += a * np.exp(1j * nu * t)
+        z = phasor_sum(t, nus, coefs)  # times on a grid (scope samples): one matrix product
         if noise and ctx.rng is not None and t.size:
             z += self._residual_zv(t, ctx)
         # quadratures are 24-bit signed: +-2 V of tone amplitude
@@ -310,18 +306,14 @@ class Iq(DspBlock):
         if second:
             coefs = -1j * coefs  # Im(z) = Re(-i z)
         out = Spectrum(noise=noise * abs(scale))
-        freqs, amps = [], []
-        for nu, a in zip(nus, coefs, strict=True):
-            f = nu / (2 * np.pi)
-            if abs(f) < 1e-9:
-                out.dc += float(np.real(a)) * scale
-            elif f > 0:
-                freqs.append(f)
-                amps.append(a * scale)
-            else:
-                freqs.append(-f)
-                amps.append(np.conj(a) * scale)
-        out.freqs, out.amps = np.array(freqs), np.array(amps, dtype=complex)
+        f = nus / (2 * np.pi)
+        dc = np.abs(f) < 1e-9
+        for a in coefs[dc]:  # in order, as the sum over the terms always ran
+            out.dc += float(np.real(a)) * scale
+        tone = ~dc
+        f, a = f[tone], coefs[tone]
+        out.freqs = np.abs(f)
+        out.amps = np.where(f > 0, a, np.conj(a)) * scale
         return out
 
     def second_quadrature_spectrum(self, ctx: EvalContext) -> Spectrum:
@@ -371,11 +363,11 @@ class Iq(DspBlock):
         ctx = EvalContext(None, 0.0)
         nus, coefs, noise = self._zv_terms(ctx)
         ts = self.na_start + self.na_sleep * CYCLE
-        total = 0j
-        for nu, a in zip(nus, coefs, strict=True):
-            x = nu * CYCLE
-            geo = float(n) if abs(x) < 1e-12 else (-np.expm1(1j * x * n)) / (-np.expm1(1j * x))
-            total += a * np.exp(1j * nu * ts) * geo
+        x = nus * CYCLE
+        flat = np.abs(x) < 1e-12
+        with np.errstate(invalid="ignore", divide="ignore"):
+            geo = np.where(flat, float(n), np.expm1(1j * x * n) / np.where(flat, 1.0, np.expm1(1j * x)))
+        total = complex(np.sum(coefs * np.exp(1j * nus * ts) * geo))
         if noise:
             sigma = noise * math.sqrt(2.0 / n) * n
             total += complex(self.model.rng.normal(0, sigma), self.model.rng.normal(0, sigma))

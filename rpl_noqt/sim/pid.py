@@ -28,7 +28,7 @@ import numpy as np
 
 from . import filters
 from .dsp import DspBlock, EvalContext
-from .signals import CODES_PER_VOLT, FPGA_CLOCK_HZ, Spectrum, V_MAX, _clip, signed, to_unsigned
+from .signals import CODES_PER_VOLT, FPGA_CLOCK_HZ, Spectrum, V_MAX, _clip, dot, signed, to_unsigned
 
 PSR, ISR, DSR, GAINBITS = 12, 32, 10, 24
 FILTERSTAGES, FILTERSHIFTBITS, FILTERMINBW = 4, 5, 10
@@ -235,7 +235,7 @@ class Pid(DspBlock):
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(np.abs(x) > 1e-6, (1.0 - np.exp(-1j * x)) / (1j * x), 1.0)
         phasors = np.exp(1j * np.outer(np.asarray(times, dtype=float), w))
-        return np.real(phasors @ (np.asarray(amps) * (mean - 1.0)))
+        return np.real(dot(phasors, np.asarray(amps) * (mean - 1.0)))
 
     def _input_tones(self, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
         """Frequencies and phasors of the tones at this PID's input, now.

@@ -31,7 +31,7 @@ import numpy as np
 
 from .dsp import EvalContext
 from .edges import schmitt
-from .signals import CODES_PER_VOLT, CYCLE, grid_phasor_sum, signed, volts_to_code
+from .signals import CODES_PER_VOLT, CYCLE, phasor_sum, signed, volts_to_code
 
 if TYPE_CHECKING:
     from .fpga import FpgaModel
@@ -153,11 +153,7 @@ class Scope:
         keep = np.abs(coef) > 1e-12
         if not keep.any():
             return np.zeros(len(t))
-        fast = grid_phasor_sum(t, w[keep], coef[keep])
-        if fast is not None:
-            return fast.real
-        phase = np.exp(1j * np.outer(t, w[keep]))
-        return np.real(phase @ coef[keep])
+        return phasor_sum(t, w[keep], coef[keep], real=True)
 
     def _materialize(self, k_upto: int) -> None:
         """Write samples [k_mat, k_upto) of this epoch into the buffer."""

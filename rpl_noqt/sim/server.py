@@ -64,6 +64,7 @@ import numpy as np
 
 from .faults import Faults
 from .fpga import FpgaModel
+from .signals import one_blas_thread
 from ..board.wire import CLOSE, HEADER_SIZE, READ, WRITE, parse_header
 
 log = logging.getLogger(__name__)
@@ -624,7 +625,8 @@ _warmed = threading.Event()
 
 def _warm_up() -> None:
     """Import scipy.signal in the background once per process (1.4 s here): the IQ
-    noise path needs it, and the first access that did took that long."""
+    noise path needs it, and the first access that did took that long.  Also
+    find the BLAS libraries for :data:`~rpl_noqt.sim.signals.one_blas_thread`."""
     if _warmed.is_set():
         return
     _warmed.set()
@@ -632,6 +634,7 @@ def _warm_up() -> None:
     def load() -> None:
         with contextlib.suppress(Exception):
             import scipy.signal  # noqa: F401
+        one_blas_thread.prepare()  # threadpoolctl's look at the loaded libraries (signals.dot)
 
     threading.Thread(target=load, name="rpl-sim-warm-up", daemon=True).start()
 

@@ -14,9 +14,15 @@ exactly and cheaply, where a time-domain simulation would need millions of
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 try:  # the clip ufunc itself: np.clip's argument checks cost more than the clipping of a short array
     from numpy._core.umath import clip as _clip
@@ -116,12 +122,8 @@ class Spectrum:
         """
         t = np.asarray(t, dtype=float)
         out = np.full(t.shape, self.dc, dtype=float)
-        fast = grid_phasor_sum(t, 2 * np.pi * np.asarray(self.freqs, dtype=float), self.amps, grid=grid)
-        if fast is not None:
-            out += fast.real
-        else:
-            for f, a in zip(self.freqs, self.amps, strict=True):
-                out += np.real(a * np.exp(2j * np.pi * f * t))
+        if len(self.freqs):
+            out += phasor_sum(t, 2 * np.pi * np.asarray(self.freqs, dtype=float), self.amps, grid=grid, real=True)
         if self.noise and rng is not None:
             out += rng.normal(0.0, self.noise * noise_scale, size=t.shape)
         return out
@@ -129,18 +131,55 @@ class Spectrum:
 
 #: below this many time x tone products a plain outer product is cheapest
 _SMALL_PHASOR_WORK = 8192
+#: time x tone products per slice of a direct (off-grid) sum: bounds its temporary arrays
+_DIRECT_SLICE = 2**16
+
+
+def phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
+               grid: tuple[float, float] | None = None, real: bool = False) -> np.ndarray:
+    """``sum_j coefs[j] * exp(1j * omegas[j] * t)`` (its real part with ``real``), shape of ``t``.
+
+    On a grid :func:`grid_phasor_sum`; otherwise one outer product of phases
+    and one matrix product per slice of times, instead of a Python loop over
+    the tones (66 tones for one sampler read: 0.2 ms of loop overhead).  The
+    real part comes from real cosines and sines (a vectorised real ``cos``
+    costs a tenth of a complex ``exp``).
+    """
+    t = np.asarray(t, dtype=float)
+    omegas = np.asarray(omegas, dtype=float).ravel()
+    coefs = np.asarray(coefs, dtype=complex).ravel()
+    fast = grid_phasor_sum(t, omegas, coefs, grid=grid, real=real)
+    if fast is not None:
+        return fast
+    flat = t.ravel()
+    out = np.empty(flat.size, dtype=float if real else complex)
+    if omegas.size == 0:
+        out[:] = 0.0
+        return out.reshape(t.shape)
+    step = max(1, _DIRECT_SLICE // omegas.size)
+    for start in range(0, flat.size, step):
+        phase = np.multiply.outer(flat[start:start + step], omegas)
+        if real:  # Re(c e^{i x}) = Re(c) cos x - Im(c) sin x
+            out[start:start + step] = dot(np.cos(phase), coefs.real) - dot(np.sin(phase), coefs.imag)
+        else:
+            out[start:start + step] = dot(np.exp(1j * phase), coefs)
+    return out.reshape(t.shape)
 
 
 def grid_phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
-                    grid: tuple[float, float] | None = None) -> np.ndarray | None:
+                    grid: tuple[float, float] | None = None, real: bool = False) -> np.ndarray | None:
     """``sum_j coefs[j] * exp(1j * omegas[j] * t)`` (complex, shape of ``t``) for times on a grid; else None.
+
+    ``real``: only the real part (float): the final product is then a real one
+    of half the work.
 
     The sum over tones that the phasor view needs everywhere, without a
     Python loop over tones, for times on a regular grid: ``t = a + k b``
     (scope samples, one sample per FPGA cycle) or ``a + k b + i c`` with ``i``
     the fastest index (the scope's sub-samples for averaging).  The phase is
     factorised, ``exp(i w t) = exp(i w (a + B h b)) exp(i w l b) exp(i w i c)``
-    with ``k = B h + l``, so only ``O(sqrt(K) J)`` exponentials are computed and
+    with ``k = B h + l``; the factors for ``h`` and ``l`` are powers, built by
+    doubling from ``O(log K)`` rows of exponentials (:func:`_powers`), and
     the sum over the ``J`` tones is one matrix product (a Python loop over 70
     tones of a 2^20-cycle window took seconds).  The factors equal
     ``exp(i w t)`` up to float rounding, of the order of the rounding of
@@ -158,7 +197,7 @@ def grid_phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
     found = (grid[0], grid[1], n, 0.0, 1) if grid is not None else _grid(flat)
     if found is None:
         return None
-    return _grid_sum(found, omegas, np.asarray(coefs, dtype=complex).ravel()).reshape(t.shape)
+    return _grid_sum(found, omegas, np.asarray(coefs, dtype=complex).ravel(), real).reshape(t.shape)
 
 
 def _grid(flat: np.ndarray) -> tuple[float, float, int, float, int] | None:
@@ -185,14 +224,116 @@ def _grid(flat: np.ndarray) -> tuple[float, float, int, float, int] | None:
     return a, b, kk, c, m
 
 
-def _grid_sum(grid: tuple[float, float, int, float, int], omegas: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+def _powers(omegas: np.ndarray, step: float, count: int) -> np.ndarray:
+    """``exp(1j * omegas * step * k)`` for ``k < count`` (rows), by doubling.
+
+    Row blocks ``[n, 2n)`` are rows ``[0, n)`` times ``exp(1j * omegas * step * n)``,
+    which is computed directly: ``log2(count)`` rows of exponentials instead of
+    ``count`` (a complex exponential costs about 50 ns, a product 1 ns), and
+    every entry is a product of at most ``log2(count)`` exact ones, so it is
+    within a few float roundings of ``exp(1j * omegas * step * k)``.
+    """
+    out = np.empty((count, omegas.size), dtype=complex)
+    out[0] = 1.0
+    filled = 1
+    while filled < count:
+        take = min(filled, count - filled)
+        np.multiply(out[:take], np.exp(1j * (omegas * (step * filled))), out=out[filled:filled + take])
+        filled += take
+    return out
+
+
+def _grid_sum(grid: tuple[float, float, int, float, int], omegas: np.ndarray, coefs: np.ndarray,
+              real: bool = False) -> np.ndarray:
     a, b, kk, c, m = grid
     block = max(1, int(np.sqrt(kk * max(1, m))) // m)  # about sqrt(n) columns per product
     blocks = -(-kk // block)
-    hi = np.exp(1j * np.outer(a + np.arange(blocks) * (block * b), omegas)) * coefs  # blocks x J
-    lo = np.exp(1j * np.outer(np.arange(block) * b, omegas))  # block x J
+    hi = _powers(omegas, block * b, blocks)  # blocks x J
+    hi *= np.exp(1j * omegas * a) * coefs
+    lo = _powers(omegas, b, block)  # block x J
     if m > 1:
-        inner = np.exp(1j * np.outer(np.arange(m) * c, omegas))  # m x J
+        inner = _powers(omegas, c, m)  # m x J
         lo = (lo[:, None, :] * inner[None, :, :]).reshape(block * m, -1)
-    z = hi @ lo.T  # blocks x (block m)
+    if real:  # Re(h l) = Re(h) Re(l) - Im(h) Im(l): one real product over 2 J
+        z = dot(np.concatenate([hi.real, -hi.imag], axis=1), np.concatenate([lo.real, lo.imag], axis=1).T)
+    else:
+        z = dot(hi, lo.T)  # blocks x (block m)
     return z.reshape(blocks * block * m)[: kk * m]
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` with BLAS held to the calling thread (:data:`one_blas_thread`).
+
+    Every matrix product of the model goes through here: the products are
+    small (a few hundred rows and columns) and gain little from a second
+    thread, while on a 2-core machine a threaded product wakes OpenBLAS's
+    worker, which then competes with the client and the server threads: in
+    the bench's busy session single accesses took 20 to 140 ms instead of 5,
+    and a 1-row product 7 ms under load.
+    """
+    with one_blas_thread:
+        return a @ b
+
+
+class _OneBlasThread:
+    """Context manager: BLAS runs in the calling thread while any thread is inside.
+
+    Uses threadpoolctl when it is installed (it comes with scikit-learn and
+    PyMoDAQ; without it, set ``OPENBLAS_NUM_THREADS=1`` for a simulator
+    process).  OpenBLAS's limit is process-wide, so it is taken by the first
+    thread to enter and given back by the last to leave (a counter under a
+    lock): two simulators in one process do not restore each other's limit
+    out of order.  About 2 us per product (a ctypes call each way; threadpoolctl's
+    ``limit()`` context took 8 to 17 us).  threadpoolctl lets one live thread
+    at a time set OpenBLAS's limit: while another thread holds that role the
+    products keep BLAS's threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: list[tuple[Any, int]] = []
+        self._blas: list[Any] | None = None
+
+    def prepare(self) -> None:
+        """Find the BLAS libraries now (a few ms, once per process) rather than in the first access."""
+        with self._lock:
+            self._libraries()
+
+    def _libraries(self) -> list[Any]:
+        if self._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                self._blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+            except Exception:  # not installed, or no introspectable BLAS: products keep BLAS's own threads
+                log.debug("threadpoolctl unavailable: the simulator's matrix products use BLAS's threads")
+                self._blas = []
+        return self._blas
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                saved = []
+                for lib in self._libraries():
+                    try:
+                        threads = lib.num_threads
+                        if threads is not None and threads != 1:
+                            lib.set_num_threads(1)
+                            saved.append((lib, threads))
+                    except Exception:  # pragma: no cover - a BLAS threadpoolctl cannot drive
+                        log.debug("could not limit the threads of %s", lib, exc_info=True)
+                self._saved = saved
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                saved, self._saved = self._saved, []
+                for lib, threads in saved:
+                    with contextlib.suppress(Exception):
+                        lib.set_num_threads(threads)
+
+
+#: held around every matrix product of the model (:func:`dot`)
+one_blas_thread = _OneBlasThread()

@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("scipy.signal")  # imported here, not inside a timed access (1.4 s)
 
 from rpl_noqt.sim import FpgaModel, ManualClock
-from rpl_noqt.sim.signals import Spectrum, grid_phasor_sum
+from rpl_noqt.sim.pfd import _negative_cycles
+from rpl_noqt.sim.signals import CYCLE, Spectrum, dot, grid_phasor_sum, one_blas_thread, phasor_sum
 
 SCOPE = 0x40100000
 ASG = 0x40200000
@@ -187,3 +188,54 @@ def test_no_access_costs_more_than_100_ms_with_every_module_running():
     best = [min(run[i][1] for run in runs) for i in range(len(labels))]
     worst = sorted(zip(best, labels), reverse=True)
     assert worst[0][0] < 0.1, f"slowest accesses (model CPU s): {worst[:5]}"
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_phasor_sum_off_the_grid_matches_the_tone_by_tone_sum(real):
+    rng = np.random.default_rng(1)
+    omegas = 2 * np.pi * rng.uniform(0, 5e6, 66)
+    coefs = rng.normal(size=66) + 1j * rng.normal(size=66)
+    for t in (np.array([12.5]), rng.uniform(0, 1, 3000)):  # one sampler time; irregular times, in slices
+        expected = np.zeros(t.shape, dtype=complex)
+        for w, a in zip(omegas, coefs, strict=True):
+            expected += a * np.exp(1j * w * t)
+        got = phasor_sum(t, omegas, coefs, real=real)
+        assert got.shape == t.shape
+        assert np.allclose(got, expected.real if real else expected, atol=1e-9 * np.sum(np.abs(coefs)))
+
+
+def test_the_pfd_sign_bits_equal_those_of_every_tone_at_every_cycle():
+    """The first pass leaves out the small tones; cycles they could flip are evaluated again
+    with every tone, so the result is what the full evaluation gives.  The small tones
+    here sum to 3 codes, so many cycles need the second look (fails without it)."""
+    rng = np.random.default_rng(2)
+    small = rng.uniform(0.5, 1.5, 40)
+    small *= 3 / 2**13 / small.sum()
+    freqs = np.concatenate([[1e3, 3.1e5, 2.2e6], rng.uniform(1e5, 20e6, 40)])
+    mags = np.concatenate([[0.5, 0.06, 0.01], small])
+    s = Spectrum(dc=-2e-5, freqs=freqs, amps=mags * np.exp(1j * rng.uniform(0, 2 * np.pi, len(mags))))
+    refined = 0
+    for first in (0, 10**9, 10**9 + 123_457, 3 * 10**9):
+        count = 2**16 + 1
+        t = np.arange(first, first + count) * CYCLE
+        full = np.round(s.evaluate(t, grid=(first * CYCLE, CYCLE)) * 2.0**13) < 0
+        got = _negative_cycles(s, first, count)
+        assert np.array_equal(got, full)
+        big = Spectrum(dc=s.dc, freqs=freqs[:3], amps=s.amps[:3]).evaluate(t, grid=(first * CYCLE, CYCLE))
+        refined += int(np.sum((np.round(big * 2.0**13) < 0) != full))
+    assert refined > 0  # the small tones did flip cycles: the second look was needed
+
+
+def test_one_blas_thread_is_restored_by_the_last_to_leave():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    if not blas:
+        pytest.skip("no BLAS threadpoolctl can drive")
+    before = [lib.num_threads for lib in blas]
+    with one_blas_thread:
+        with one_blas_thread:
+            assert all(lib.num_threads == 1 for lib in blas)
+        assert all(lib.num_threads == 1 for lib in blas)
+    assert [lib.num_threads for lib in blas] == before
+    a = np.arange(12.0).reshape(3, 4)
+    assert np.array_equal(dot(a, a.T), a @ a.T)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..dsp import EvalContext
-from ..signals import Spectrum
+from ..signals import Spectrum, dot
 
 if TYPE_CHECKING:
     from ..fpga import FpgaModel
@@ -289,7 +289,7 @@ class LinearPlant(Plant):
             coef = (self.response(freqs) - h0) * amps
             keep = np.abs(coef) > 1e-12
             if keep.any():
-                v = v + np.real(np.exp(2j * np.pi * np.outer(t.ravel(), freqs[keep])) @ coef[keep]).reshape(t.shape)
+                v = v + np.real(dot(np.exp(2j * np.pi * np.outer(t.ravel(), freqs[keep])), coef[keep])).reshape(t.shape)
         return v
 
     def _input_spectrum(self, channel: int, ctx: EvalContext) -> Spectrum:

@@ -80,7 +80,7 @@ import numpy as np
 from .. import filters
 from ..dsp import EvalContext
 from ..iq import INPUT_FILTER, PIPELINE_CYCLES
-from ..signals import CYCLE, Spectrum, sat_volts
+from ..signals import CYCLE, Spectrum, dot, sat_volts
 from .base import Plant, check_number
 
 #: the speed of light as PyRPL's FabryPerot.free_spectral_range takes it (2.998e8), so that the
@@ -236,7 +236,7 @@ class FabryPerot(Plant):
         freqs, amps = self.out_tones(1)
         if len(freqs):
             coef = (self.piezo_response(freqs) - 1.0) * amps
-            u = u + np.real(np.exp(2j * np.pi * np.outer(t.ravel(), freqs)) @ coef).reshape(t.shape)
+            u = u + np.real(dot(np.exp(2j * np.pi * np.outer(t.ravel(), freqs)), coef)).reshape(t.shape)
         return u
 
     def detuning_at(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
@@ -294,7 +294,7 @@ class FabryPerot(Plant):
         x = self.detuning_at(t, ctx)
         v = self._powers(x, state, channel)
         if channel == 2 and len(state["omega"]):
-            v = v + np.real(np.exp(2j * np.pi * np.outer(t.ravel(), state["omega"])) @ state["c"]).reshape(t.shape)
+            v = v + np.real(dot(np.exp(2j * np.pi * np.outer(t.ravel(), state["omega"])), state["c"])).reshape(t.shape)
         return v
 
     def _input_spectrum(self, channel: int, ctx: EvalContext) -> Spectrum:
