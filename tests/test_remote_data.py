@@ -10,13 +10,10 @@ here only catch a path that is broken or stuck.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pyleco", reason="remote sessions need the [remote] extra (pyleco)")
@@ -27,36 +24,13 @@ from rpl_noqt.errors import BoardConnectionError, BoardLockedError  # noqa: E402
 from rpl_noqt.remote.errors import RemoteNameError  # noqa: E402
 from rpl_noqt.remote.streams import LEASE_S  # noqa: E402
 from rpl_noqt.remote.streams_client import StreamClosedError  # noqa: E402
-from rpl_noqt.sim import Simulator  # noqa: E402
-
-CHILD_TIMEOUT_S = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from remote_helpers import CHILD_TIMEOUT_S, child, reap, served_in_process, wait_line  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, monkeypatch_module):
-    user_dir = tmp_path_factory.mktemp("remote-data-user")
-    monkeypatch_module.setenv("PYRPL_USER_DIR", str(user_dir))
-    with Simulator() as sim:
-        server = rpl_noqt.serve(sim.host, sim.port, name="rpdata", ssh=False,
-                                coordinator=f"127.0.0.1:{_free_port()}", config=None)
-        server.sim = sim  # for fault injection
-        try:
-            yield server
-        finally:
-            server.close()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def served(tmp_path_factory):
+    with served_in_process(tmp_path_factory.mktemp("remote-data-user"), "rpdata") as server:
+        yield server
 
 
 @pytest.fixture
@@ -103,37 +77,13 @@ print(json.dumps(out), flush=True)
 
 
 def _child(url: str, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", CHILD, url, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=stdin, text=True)
+    return child(CHILD, url, *args, stdin=stdin)
 
 
 def _result(proc: subprocess.Popen[str]) -> dict:
     out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
-
-
-def _reap(proc: subprocess.Popen[str]) -> None:
-    """Let a child end (stdin closed: a holder releases), kill it after a bound, close its pipes."""
-    if proc.stdin is not None and not proc.stdin.closed:
-        proc.stdin.close()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
-def _wait_line(proc: subprocess.Popen[str], expected: str) -> None:
-    assert proc.stdout is not None
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(CHILD_TIMEOUT_S)
-    assert box and box[0].strip() == expected, (box, proc.poll())
 
 
 # -- events --------------------------------------------------------------------------------
@@ -280,7 +230,7 @@ def test_callback_streams(remote):
 def test_stream_of_a_dead_subscriber_ends_with_its_lease(remote, served):
     child = _child(remote.url, "subscribe-forever", stdin=subprocess.PIPE)
     try:
-        _wait_line(child, "subscribed")
+        wait_line(child, "subscribed")
         assert served.actor.streams.subscribers("scope") == 1
         child.kill()
         child.wait(10)
@@ -291,7 +241,7 @@ def test_stream_of_a_dead_subscriber_ends_with_its_lease(remote, served):
         assert "scope" not in served.actor.streams.streams
         assert time.monotonic() - killed < LEASE_S + 5
     finally:
-        _reap(child)
+        reap(child)
 
 
 def test_stream_pauses_while_another_client_holds_the_lock(remote):
@@ -299,7 +249,7 @@ def test_stream_pauses_while_another_client_holds_the_lock(remote):
         stream.get(timeout=10)
         holder = _child(remote.url, "hold", stdin=subprocess.PIPE)
         try:
-            _wait_line(holder, "locked")
+            wait_line(holder, "locked")
             deadline = time.monotonic() + 5
             while stream.status != "paused" and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -317,7 +267,7 @@ def test_stream_pauses_while_another_client_holds_the_lock(remote):
             assert stream.received > n
             assert stream.status == "running"
         finally:
-            _reap(holder)
+            reap(holder)
 
 
 def test_stream_refused_while_locked_and_for_modules_that_do_not_stream(remote):
@@ -328,11 +278,11 @@ def test_stream_refused_while_locked_and_for_modules_that_do_not_stream(remote):
         remote.rp.scope.stream(maxlen=0)
     holder = _child(remote.url, "hold", stdin=subprocess.PIPE)
     try:
-        _wait_line(holder, "locked")
+        wait_line(holder, "locked")
         with pytest.raises(BoardLockedError):
             remote.rp.scope.stream()
     finally:
-        _reap(holder)
+        reap(holder)
 
 
 def test_stream_reports_a_board_failure_instead_of_going_silent(remote, served):

@@ -20,12 +20,14 @@ client can always tell a slow acquisition from a dead server by a ``pong``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -35,9 +37,10 @@ from pyleco.json_utils.json_objects import JsonRpcError
 from pyleco.utils.message_handler import MessageHandler
 from pyleco.utils.rpc_handler import RpcHandler
 
-from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError
+from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError, CallCancelledError
 from . import payloads
 from .errors import RemoteNameError
+from .longcall import CallControl
 from .publisher import acting_for
 from .surface import BoardSurface
 from .wire import ErrorCode
@@ -79,6 +82,9 @@ def translate(exc: BaseException) -> _Refusal:
     if isinstance(exc, BoardLockedError):
         return _refusal(ErrorCode.LOCKED, str(exc), board=exc.board, holder=exc.holder, resource=exc.resource,
                         operation=exc.operation)
+    if isinstance(exc, CallCancelledError):
+        return _refusal(ErrorCode.CANCELLED, str(exc), module=exc.module, method=exc.method, done=exc.done,
+                        total=exc.total, elapsed=exc.elapsed, unit=exc.unit, detail=exc.detail)
     if isinstance(exc, (RemoteNameError, payloads.PayloadError)):
         return _refusal(ErrorCode.REFUSED, str(exc))
     if isinstance(exc, BoardConnectionError):
@@ -129,12 +135,21 @@ class _Endpoints:
         return self._run(run)
 
     def call_action(self, action: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
-                    additional_payload: list[bytes] | None = None) -> tuple[Any, list[bytes]]:
-        """Call an allowed 'module.method' (see describe()); arrays come back as binary frames."""
+                    additional_payload: list[bytes] | None = None, call_id: str | None = None
+                    ) -> tuple[Any, list[bytes]]:
+        """Call an allowed 'module.method' (see describe()); arrays come back as binary frames.
+
+        ``call_id`` (rpl-noqt's clients, long calls): progress is published on
+        ``NAME/calls`` under that id, and ``cancel_call(call_id)`` stops it.
+        """
         def run() -> Any:
             frames = additional_payload or []
-            return self._actor.surface.call(action, payloads.decode(args, frames), payloads.decode(kwargs, frames),
-                                            self._requester())
+            decoded_args, decoded_kwargs = payloads.decode(args, frames), payloads.decode(kwargs, frames)
+            requester = self._requester()
+            if call_id is None:
+                return self._actor.surface.call(action, decoded_args, decoded_kwargs, requester)
+            with self._actor.long_call(call_id, requester) as control:
+                return self._actor.surface.call_long(action, decoded_args, decoded_kwargs, requester, control)
         return self._run(run)
 
     def register(self) -> None:
@@ -151,6 +166,9 @@ class BoardActor(MessageHandler):
         #: the server's streams (:mod:`.streams`) and data-protocol facts for describe(), once publishing
         self.streams: Any = None
         self.data_info: dict[str, Any] | None = None
+        self._calls: dict[tuple[str, str], CallControl] = {}
+        self._calls_lock = threading.Lock()
+        self._early_cancels: dict[tuple[str, str], float] = {}
         self.closing = False
         self._info = info
         self.sign_in_error: str | None = None
@@ -179,7 +197,7 @@ class BoardActor(MessageHandler):
         self.rpc.unregister_method("shut_down")
         _Endpoints(self, self.rpc_handler).register()
         for method in (self.describe, self.locks, self.lock, self.unlock, self.force_unlock, self.stream_start,
-                       self.stream_renew, self.stream_stop, self.data_probe):
+                       self.stream_renew, self.stream_stop, self.data_probe, self.cancel_call):
             self.register_rpc_method(method)
 
     def describe(self) -> dict[str, Any]:
@@ -195,6 +213,48 @@ class BoardActor(MessageHandler):
         if self.streams is None:
             raise _refusal(ErrorCode.REFUSED, f"board server {self.name!r} publishes no streams (no data proxy)")
         return self.streams
+
+    @contextlib.contextmanager
+    def long_call(self, call_id: object, requester: str) -> Iterator[CallControl]:
+        """Register a long call under ``call_id`` for its progress messages and for cancel_call()."""
+        if not isinstance(call_id, str) or not 0 < len(call_id) <= 64:
+            raise RemoteNameError(f"a call id is a string of 1 to 64 characters, got {call_id!r}")
+        publisher = self.streams.publisher if self.streams is not None else None
+
+        def report(progress: dict[str, Any]) -> None:
+            if publisher is not None:
+                publisher.publish("calls", {"call": call_id, "by": requester, "progress": progress})
+
+        control = CallControl(report=report)
+        key = (requester, call_id)
+        with self._calls_lock:
+            if key in self._calls:
+                raise RemoteNameError(f"call id {call_id!r} is already in use by this client")
+            self._calls[key] = control
+            if self._early_cancels.pop(key, None) is not None:
+                control.cancel()  # the cancel overtook the call (it waited for a worker)
+        try:
+            yield control
+        finally:
+            with self._calls_lock:
+                self._calls.pop(key, None)
+
+    def cancel_call(self, call_id: str) -> bool:
+        """Cancel the requester's long call ``call_id``; False if it is not running (finished, unknown)."""
+        key = (self._requester(), call_id)
+        with self._calls_lock:
+            control = self._calls.get(key)
+            if control is None:
+                now = time.monotonic()
+                for old in [k for k, t in self._early_cancels.items() if now - t > 60.0]:
+                    del self._early_cancels[old]
+                if len(self._early_cancels) < 1000 and isinstance(call_id, str) and len(call_id) <= 64:
+                    self._early_cancels[key] = now  # a call with that id that starts later starts cancelled
+        if control is None:
+            return False
+        control.cancel()
+        logger.info("%s cancelled its call %s", self._requester(), call_id)
+        return True
 
     def data_probe(self, token: str) -> bool:
         """Publish ``{"probe": token}`` on the events topic: a client checks its subscription arrived."""

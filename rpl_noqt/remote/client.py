@@ -41,6 +41,8 @@ from ..events import attribute_changed  # noqa: E402
 from ..board.policy import LinkPolicy  # noqa: E402
 from ..errors import BoardConnectionError, BoardLockedError, BoardTimeoutError  # noqa: E402
 from . import payloads  # noqa: E402
+from ..errors import CallCancelledError  # noqa: E402
+from .calls_client import RemoteCall  # noqa: E402
 from .errors import RegistryMismatchError, RemoteCallError, RemoteNameError  # noqa: E402
 from .link import LecoLink  # noqa: E402
 from .registry import AttributeSpec, MethodSpec, ModuleSpec, Registry  # noqa: E402
@@ -79,6 +81,13 @@ def _error_from_reply(exc: JSONRPCError, board: str) -> Exception:
                    address=address if isinstance(address, int) else None)
     if error.code == ErrorCode.VALUE:
         return (TypeError if data.get("type") == "TypeError" else ValueError)(error.message)
+    if error.code == ErrorCode.CANCELLED:
+        def number(key: str) -> float:
+            value = data.get(key, 0)
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+        return CallCancelledError(str(data.get("module", "?")), str(data.get("method", "?")), int(number("done")),
+                                  int(number("total")), float(number("elapsed")), unit=str(data.get("unit", "steps")),
+                                  detail=str(data.get("detail", "")))
     if error.code == ErrorCode.CLOSING:
         return BoardConnectionError(board, "call", error.message)
     return RemoteCallError(f"{board}: {error.message}", str(data.get("type", "")))
@@ -188,6 +197,27 @@ class RemoteMethod:
         self._spec = spec
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """One request; a long call (``single()``...) blocks until done, and Ctrl-C cancels it on the server."""
+        request = self._request(args, kwargs)
+        if not self._spec.long:
+            return request(None)
+        return RemoteCall(self._session, self._action)._execute(request)
+
+    def submit(self, *args: Any, on_progress: Callable[[dict[str, Any]], None] | None = None,
+               **kwargs: Any) -> RemoteCall:
+        """Start the call in the background: a :class:`~rpl_noqt.remote.calls_client.RemoteCall`
+        with ``result()``, ``progress`` (and ``on_progress`` callbacks) and ``cancel()``."""
+        if not self._spec.long:
+            raise RemoteNameError(f"{self._action}() is a short call; call it directly")
+        request = self._request(args, kwargs)  # a bad argument raises here, not in the background
+        return RemoteCall(self._session, self._action, on_progress)._start(request)
+
+    @property
+    def _action(self) -> str:
+        return f"{self._module.name}.{self._spec.name}"
+
+    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[RemoteCall | None], Any]:
+        """Check the arguments against the registry; return the request to send (with the call's id if long)."""
         spec, module = self._spec, self._module
         allowed = module.setup_attributes if spec.params is None else spec.params
         unknown = sorted(set(kwargs) - set(allowed))
@@ -196,19 +226,24 @@ class RemoteMethod:
                                   f"{' (keywords only)' if spec.params is None else ''}; got "
                                   f"{len(args)} positional and {sorted(kwargs)}")
         encoded, frames = payloads.encode({"args": list(args), "kwargs": kwargs})
+        session = self._session
         deadline = None
         if spec.long and spec.timeout_param is not None:
             given = kwargs.get(spec.timeout_param)
             if given is None and spec.timeout_param in allowed[:len(args)]:
                 given = args[allowed.index(spec.timeout_param)]
             if isinstance(given, (int, float)) and not isinstance(given, bool):
-                deadline = float(given) + self._session._link.short_deadline
+                deadline = float(given) + session._link.short_deadline
         elif not spec.long:
-            deadline = self._session._link.short_deadline
-        result, reply_frames = self._session._request(
-            "call_action", {"action": f"{module.name}.{spec.name}", "args": encoded["args"],
-                            "kwargs": encoded["kwargs"]}, frames, deadline_s=deadline)
-        return payloads.decode(result, reply_frames)
+            deadline = session._link.short_deadline
+        params = {"action": self._action, "args": encoded["args"], "kwargs": encoded["kwargs"]}
+
+        def request(call: RemoteCall | None = None) -> Any:
+            sent = params if call is None else {**params, "call_id": call.id}
+            result, reply_frames = session._request("call_action", sent, frames, deadline_s=deadline)
+            return payloads.decode(result, reply_frames)
+
+        return request
 
     def __repr__(self) -> str:
         return f"<remote method {self._module.name}.{self._spec.name} of {self._session.url}>"
@@ -328,6 +363,8 @@ class RemoteSession:
         self._subscriber: DataSubscriber | None = None
         self._keeper = StreamKeeper(self)
         self._probe_waiters: dict[str, threading.Event] = {}
+        #: long calls of this session in progress, by id (their progress messages are routed here)
+        self._calls: dict[str, RemoteCall] = {}
         self._users = 0
         self._closed = False
         self._link = LecoLink(address, _client_name(), connect_timeout=connect_timeout, io_timeout=io_timeout,
@@ -502,6 +539,7 @@ class RemoteSession:
             address = f"tcp://{'[' + host + ']' if ':' in host else host}:{port}"
             self._subscriber = DataSubscriber(address, self._link.context)
             self._subscriber.subscribe(f"{prefix}/events", self._on_event)
+            self._subscriber.subscribe(f"{prefix}/calls", self._on_call_progress)
             for stream in self._keeper.streams():
                 stream.topic = f"{prefix}/stream/{stream.module}"
                 self._subscriber.subscribe(stream.topic, stream._on_message)
@@ -549,6 +587,14 @@ class RemoteSession:
         except payloads.PayloadError:
             return
         attribute_changed.send(self._module(module_name), name=name, value=value)
+
+    def _on_call_progress(self, message: DataMessage) -> None:
+        data = message.data
+        if not isinstance(data, dict) or not isinstance(data.get("progress"), dict):
+            return
+        call = self._calls.get(data.get("call")) if isinstance(data.get("call"), str) else None
+        if call is not None and data.get("by") == self._link.full_name:
+            call._progress(data["progress"])
 
     def _stream_open(self, module: str, maxlen: int, callback: Callable[[Any], None] | None) -> RemoteStream:
         self._check_open()

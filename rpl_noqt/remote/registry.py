@@ -130,7 +130,10 @@ METHODS: dict[str, tuple[MethodSpec, ...]] = {
 
 #: Plain Python properties (not PyRPL descriptors) worth offering, per class: name -> (kind, writable).
 PROPERTIES: dict[str, dict[str, tuple[str, bool]]] = {
-    "Scope": {"times": ("array", False)},
+    # running_state: "stopped", "running_single", ... (read-only mirror of PyRPL's _running_state)
+    "Scope": {"times": ("array", False), "running_state": ("select", False)},
+    "NetworkAnalyzer": {"running_state": ("select", False)},
+    "SpectrumAnalyzer": {"running_state": ("select", False)},
     "Asg": {"data": ("array", True)},
     "Iq": {"bandwidths": ("list", False)},
 }

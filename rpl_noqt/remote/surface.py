@@ -152,6 +152,19 @@ class BoardSurface:
             self.locks.check(requester, path, "call")
         return getattr(self._modules[module.name], method.name)(*args, **kwargs)
 
+    def call_long(self, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], requester: str,
+                  control: Any) -> Any:
+        """As :meth:`call`, watched and cancellable through ``control`` (:mod:`.longcall`) when supported."""
+        from .longcall import run_long_call, supports
+
+        module, method = self.registry.method(path)
+        if not supports(module.kind, method.name):
+            return self.call(path, args, kwargs, requester)
+        args, kwargs = _bind(module, method, args, kwargs)
+        if method.writes:
+            self.locks.check(requester, path, "call")
+        return run_long_call(self._modules[module.name], method.name, list(args), dict(kwargs), control)
+
     def is_long(self, path: object) -> bool:
         """Whether a call_action on ``path`` may run long (the actor then gives it to a worker)."""
         try:

@@ -34,6 +34,7 @@ class ErrorCode:
     VALUE = -32013  # data: type ("ValueError"/"TypeError"), message
     CALL_FAILED = -32014  # data: type, message
     CLOSING = -32015  # the server is shutting down
+    CANCELLED = -32016  # a long call was cancelled; data: module, method, done, total, elapsed, unit, detail
 
 
 # A LECO component name: letters, digits, '_' and '-'; optionally "namespace.name".

@@ -239,3 +239,28 @@ def test_one_blas_thread_is_restored_by_the_last_to_leave():
     assert [lib.num_threads for lib in blas] == before
     a = np.arange(12.0).reshape(3, 4)
     assert np.array_equal(dot(a, a.T), a @ a.T)
+
+
+def test_write_word_is_a_write_of_one_word():
+    """The server's one-word writes go through FpgaModel.write_word (no array): the same model
+    history as write() for every region (PIDs moving, scope, ASG table word, DIO0_P driven by hk)."""
+    models = []
+    for one in (False, True):
+        clock = ManualClock(5.0)
+        m = FpgaModel(seed=4, clock=clock)
+        w = (lambda a, v, m=m: m.write_word(a, v)) if one else (lambda a, v, m=m: m.write(a, [v]))
+        for address, value in ((SCOPE + 0x14, 64), (SCOPE, 1),  # acquiring in1 (the cable from out1) throughout
+                               (DSP + 0x00000, 10), (DSP + 0x00108, 400), (DSP + 0x0010C, int(628 / 125e6 * 2**32)),
+                               (DSP + 0x00004, 1), (ASG + 0x10000 + 4 * 7, 1234), (ASG + 0x04, 0x1000),
+                               (ASG + 0x08, 2**30 - 1), (ASG + 0x10, int(1e4 / 125e6 * 2**30)), (ASG, 0x11),
+                               (DSP + 0x80004, 1), (ASG + 0x04, 0x0800), (DSP + 0x00004, 0),
+                               (0x40000010, 1), (0x40000018, 1)):  # hk: DIO0_P an output, driven high
+            w(address, value)
+            clock.advance(1e-4)
+        clock.advance(2e-3)
+        models.append([m.read(SCOPE + 0x10000, 2**14), m.read(ASG + 0x10000, 16),
+                       [m.read_word(a) for a in (DSP + 0x100, DSP + 0x10, 0x40000020, SCOPE + 0x1C, 0x40000018)]])
+    for a, b in zip(*models, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert models[0][1][7] == 1234
+    assert models[0][2][0] != 0  # pid0 integrated
