@@ -45,6 +45,12 @@ COUPLING_STEP = 0.05
 _SLOTS = {name: n for n, name in SLOT_NAMES.items()}
 
 
+def _reaches_dsp(address: int, count: int) -> bool:
+    """Whether a write of ``count`` words from ``address`` touches the DSP bus (0x40300000)."""
+    return (address & 0xFFF00000 == DSP_BASE or ((address + 4 * max(count - 1, 0)) & 0xFFF00000) == DSP_BASE
+            or (address & 0xFFF00000) < DSP_BASE < ((address + 4 * max(count - 1, 0)) & 0xFFF00000))
+
+
 class FpgaModel:
     """The simulated FPGA.  Thread-safe: every public method holds ``self.lock``."""
 
@@ -77,6 +83,7 @@ class FpgaModel:
         self.dio = Dio0(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
+        self._routing_version = 0  # bumped by writes that may change which PIDs move (_active_pids)
         self._pid_cache: tuple[int, list[Any], list[float], list[Any], list[float]] | None = None
 
     # -- bus access ------------------------------------------------------------------
@@ -99,7 +106,7 @@ class FpgaModel:
             self._advance()
             self._freeze_past()
             self._pfd_before_write(address & 0xFFFFFFFF)
-            self._bump()
+            self._bump(_reaches_dsp(address, len(values)))
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             i, count = 0, len(values)
             while i < count:
@@ -111,6 +118,23 @@ class FpgaModel:
                 else:
                     self._write_word(addr, int(values[i]) & 0xFFFFFFFF)
                     i += 1
+            if pin is not None and self.dio.pin() != pin:  # housekeeping drives DIO0_P: an external trigger edge
+                self.dio.schedule(self.clock.now(), not pin)
+
+    def write_word(self, address: int, value: int) -> None:
+        """``write(address, [value])`` for one word, without building an array (the server's
+        usual write: a scope arm or trigger, a register of a module)."""
+        address &= 0xFFFFFFFF
+        if address & 0xFFF00000 == ASG_BASE and 0x10000 <= address & 0xFFFFF < 0x30000:
+            self.write(address, [value])  # a table word: the block path
+            return
+        with self.lock, self.clock.held():  # one access, one instant
+            self._advance()
+            self._freeze_past()
+            self._pfd_before_write(address)
+            self._bump(address & 0xFFF00000 == DSP_BASE)
+            pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
+            self._write_word(address, int(value) & 0xFFFFFFFF)
             if pin is not None and self.dio.pin() != pin:  # housekeeping drives DIO0_P: an external trigger edge
                 self.dio.schedule(self.clock.now(), not pin)
 
@@ -216,8 +240,13 @@ class FpgaModel:
                 now = self.clock.now() if now is None else now
                 pfd.update(now)
 
-    def _bump(self) -> None:
+    def _bump(self, routing: bool = True) -> None:
+        """A write or a setting changed the signals (``version``); ``routing``: it may also
+        have changed which PIDs move or how they are coupled (``_routing_version``:
+        DSP registers, cables, plant), which a scope or ASG write cannot."""
         self.version += 1
+        if routing:
+            self._routing_version += 1
 
     # -- time ----------------------------------------------------------------------------
     def advance(self) -> None:
@@ -248,7 +277,7 @@ class FpgaModel:
         if dt_total <= 0:
             return
         if self.plant is not None and self.plant.time_varying:
-            self._bump()  # a drifting plant has changed since the last access, as a register write would
+            self._bump(False)  # a drifting plant has changed since the last access, as a register write would
         pids, rates, coupled, coupled_rates = self._active_pids()
         if not pids:
             self._t_dyn = now
@@ -281,12 +310,13 @@ class FpgaModel:
         """The PIDs that move, fastest integrator first, and their integrator rates;
         then those of them coupled to another moving PID, and their rates.
 
-        Which PIDs move and how the routing couples them depends on registers
-        only, so the answer is kept until the next write (``version``): every
-        register access asks.
+        Which PIDs move and how the routing couples them depends on the DSP
+        registers, the cables and the plant only, so the answer is kept until
+        one of them changes (``_routing_version``; a scope curve's writes keep
+        it): every register access asks.
         """
         cached = self._pid_cache
-        if cached is not None and cached[0] == self.version:
+        if cached is not None and cached[0] == self._routing_version:
             return cached[1], cached[2], cached[3], cached[4]
         # fastest integrator first: the slower ones then see its trajectory, not its old value
         pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
@@ -297,7 +327,7 @@ class FpgaModel:
         coupled = [p for p in pids if reaches[p.number] & numbers
                    or any(p.number in reaches[q] for q in numbers if q != p.number)]
         coupled_rates = [abs(p.i_rate) for p in coupled if p.i_rate]  # type: ignore[attr-defined]
-        self._pid_cache = (self.version, pids, rates, coupled, coupled_rates)
+        self._pid_cache = (self._routing_version, pids, rates, coupled, coupled_rates)
         return pids, rates, coupled, coupled_rates
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------

@@ -151,6 +151,7 @@ class _Connection:
         self.thread: threading.Thread | None = None  # set once started
         self.aborted = threading.Event()  # a fault delay in progress ends on it
         self.busy = False  # a whole request is in and being answered
+        self.requests = 0  # answered on this connection (only its thread counts: no lock per request)
         self.last_done = time.monotonic()  # when it last got its turn or an answer
         self._poller: select.poll | None = None
 
@@ -331,7 +332,7 @@ class Simulator:
             raise ValueError(f"faults must be a rpl_noqt.sim.Faults instance or None, got {faults!r}")
         self.faults = faults if faults is not None else Faults()
         self.model = model if model is not None else FpgaModel(seed=seed)
-        self.requests = 0  #: requests answered since start (all clients)
+        self._requests_done = 0  # answered on connections that have closed
         self.connections = 0  #: connections accepted since start
         self._lock = threading.Lock()  # guards the sets, counters and the listening socket
         self._thread: threading.Thread | None = None
@@ -346,6 +347,12 @@ class Simulator:
         self._thread_error_log = _RateLimitedLog()
 
     # -- lifecycle ----------------------------------------------------------------
+    @property
+    def requests(self) -> int:
+        """Requests answered since start (all clients)."""
+        with self._lock:
+            return self._requests_done + sum(conn.requests for conn in self._conns)
+
     @property
     def running(self) -> bool:
         """Started and not stopped (also while the ``exit`` policy has stopped listening)."""
@@ -555,6 +562,8 @@ class Simulator:
             log.exception("error while serving %s", conn.peer)
         finally:
             with self._lock:
+                if conn in self._conns:
+                    self._requests_done += conn.requests
                 self._conns.discard(conn)
                 self._active.discard(conn)
             conn.abort()
@@ -564,14 +573,23 @@ class Simulator:
         with self._lock:
             self._active.add(conn)
         model, faults = self.model, self.faults
-        read_word, read, write = model.read_word, model.read, model.write
-        unpack, pack_word = _HEADER.unpack, _WORD.pack
+        read_word, read, write, write_word = model.read_word, model.read, model.write, model.write_word
+        unpack, pack_word, unpack_word = _HEADER.unpack, _WORD.pack, _WORD.unpack
         sock, recv_exactly = conn.sock, conn.recv_exactly
+        recv, sendall, monotonic = sock.recv, sock.sendall, time.monotonic
         custom_faults = type(faults).next_action is not Faults.next_action  # a subclass decides per request
         while True:
-            raw = recv_exactly(HEADER_SIZE)
-            if raw is None:
+            try:
+                raw = recv(HEADER_SIZE)  # the whole header, nearly always: no helper call
+            except OSError:
                 return
+            if len(raw) != HEADER_SIZE:
+                if not raw:
+                    return
+                rest = recv_exactly(HEADER_SIZE - len(raw))
+                if rest is None:
+                    return
+                raw += rest
             command, _, length, address = unpack(raw)
             if length == 0:
                 continue  # monitor_server.c: data_length == 0 -> ignore the header
@@ -603,21 +621,23 @@ class Simulator:
                     reply = raw
                     data = memoryview(np.ascontiguousarray(read(address, length), dtype="<u4")).cast("B")
             else:
-                write(address, np.frombuffer(payload, dtype="<u4"))
+                if length == 1:
+                    write_word(address, unpack_word(payload)[0])
+                else:
+                    write(address, np.frombuffer(payload, dtype="<u4"))
                 reply = raw
             if action is not None and action.garble:
                 reply = bytes([reply[0] ^ 0xFF]) + reply[1:]
-            with self._lock:
-                self.requests += 1
+            conn.requests += 1
             try:
                 if data is None:
-                    sock.sendall(reply)
+                    sendall(reply)
                 else:
                     _send_both(sock, reply, data)
             except OSError:
                 return
             conn.busy = False
-            conn.last_done = time.monotonic()
+            conn.last_done = monotonic()
 
 
 _warmed = threading.Event()

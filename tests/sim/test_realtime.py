@@ -249,6 +249,7 @@ def test_write_word_is_a_write_of_one_word():
         clock = ManualClock(5.0)
         m = FpgaModel(seed=4, clock=clock)
         w = (lambda a, v, m=m: m.write_word(a, v)) if one else (lambda a, v, m=m: m.write(a, [v]))
+        m.write(ASG + 0x10000, (np.arange(2**14) * 4) & 0x3FFF)  # a sawtooth in asg0's table
         for address, value in ((SCOPE + 0x14, 64), (SCOPE, 1),  # acquiring in1 (the cable from out1) throughout
                                (DSP + 0x00000, 10), (DSP + 0x00108, 400), (DSP + 0x0010C, int(628 / 125e6 * 2**32)),
                                (DSP + 0x00004, 1), (ASG + 0x10000 + 4 * 7, 1234), (ASG + 0x04, 0x1000),
@@ -264,3 +265,4 @@ def test_write_word_is_a_write_of_one_word():
         assert np.array_equal(np.asarray(a), np.asarray(b))
     assert models[0][1][7] == 1234
     assert models[0][2][0] != 0  # pid0 integrated
+    assert np.count_nonzero(models[0][0]) > 1000  # the scope saw the generator
