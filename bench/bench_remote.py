@@ -22,10 +22,15 @@ Measured, interleaved round by round (ratios are medians of per-round ratios):
 2. ``scope.single()`` curves/s (16384 samples x 2 channels, trigger immediately):
    remote, local (in-process), and the queue design;
 3. aggregate throughput of 4 remote clients at once against 1 alone, for gets
-   (each client reads its own attribute) and for ``scope.single()``.
+   (each client reads its own attribute) and for ``scope.single()``;
+4. curves/s of ``remote.rp.scope.stream()`` (the server's acquisition loop,
+   published on LECO's data protocol) against in-process ``single()``;
+5. attribute-change events: from a set in one client process to
+   ``rpl_noqt.events.attribute_changed`` in another, p50 and p99.
 
 Goals: remote get p50 <= 1.5x the bare pyleco echo; remote curves/s >= 0.8x
-in-process; 4 clients' aggregate >= 0.9x one client's (gets and curves).
+in-process; 4 clients' aggregate >= 0.9x one client's (gets and curves);
+events within 100 ms.
 
 Run: python bench/bench_remote.py [--rounds N]   (about a minute on an idle machine)
 """
@@ -48,6 +53,7 @@ from _util import Ratio, Worker, goal, interleave, median, serve, table
 GOAL_GET_VS_ECHO = 1.5
 GOAL_CURVES_VS_LOCAL = 0.8
 GOAL_FOUR_VS_ONE = 0.9
+GOAL_EVENT_MS = 100.0
 SCOPE_SETUP = {"input1": "in1", "input2": "in2", "trigger_source": "immediately", "duration": 0,
                "trace_average": 1, "rolling_mode": False}
 #: what each remote client reads and writes (its own: the board has 3 PIDs)
@@ -142,7 +148,41 @@ def remote_worker(url: str, host: str, port: int, index: int) -> int:
     def get_once() -> float:
         return getattr(module, attribute)
 
+    heard: list[tuple[float, float]] = []
+
+    def on_change(sender, name, value) -> None:
+        if name == "setpoint":
+            heard.append((value, time.time()))
+
+    def stamped_sets(n: int) -> list[tuple[float, float]]:
+        """n sets of pid0.setpoint to distinct values: [(value the board took, wall time before the set)]."""
+        sent = []
+        for i in range(n):
+            t = time.time()
+            r.rp.pid0.setpoint = round(-0.1 + 0.001 * (i % 200), 3)
+            sent.append((r.rp.pid0.setpoint, t))
+        return sent
+
+    def listen(on: bool) -> list[tuple[float, float]]:
+        from rpl_noqt import events
+
+        if on:
+            heard.clear()
+            events.attribute_changed.connect(on_change, sender=r.rp.pid0)
+            return []
+        events.attribute_changed.disconnect(on_change, sender=r.rp.pid0)
+        return list(heard)
+
+    def stream_rate(n: int) -> float:
+        with scope.stream(maxlen=n + 4) as stream:
+            stream.get(timeout=10)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                stream.get(timeout=10)
+            return n / (time.perf_counter() - t0)
+
     ops = {"get": _latencies(get_once), "set": _latencies(set_once), "single": _rate(scope.single),
+           "stream": stream_rate, "stamped_sets": stamped_sets, "listen": listen,
            "count_for": _count_for({"get": get_once, "single": scope.single}),
            "setup_scope": lambda: scope.setup(**SCOPE_SETUP),
            "check": lambda: list(scope.single().shape)}
@@ -317,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                 if w.call("check") != [2, 16384]:
                     raise RuntimeError(f"{w.name}: scope.single() did not return 2 x 16384")
             _run(args, r0, remotes, local, mpq)
+        except BaseException:
+            print(f"the board server's log ends with:\n{server._tail()}", file=sys.stderr)
+            raise
         finally:
             for w in reversed(workers):
                 w.close()
@@ -361,6 +404,35 @@ def _run(args, r0: Worker, remotes: list[Worker], local: Worker, mpq: Worker) ->
          f"remote/queue {Ratio.of(curves['remote'], curves['queue'])}"),
     ])
 
+    streams = interleave({"stream": lambda: r0.call("stream", n=20), "local": lambda: local.call("single", n=10)},
+                         args.rounds)
+    stream_vs_local = Ratio.of(streams["stream"], streams["local"])
+    table("scope curves/s: remote stream() against in-process single()", [
+        ("remote stream (one loop on the server, data protocol)", f"{median(streams['stream']):.0f} /s",
+         f"stream/local {stream_vs_local}"),
+        ("in-process single()", f"{median(streams['local']):.0f} /s", ""),
+    ])
+
+    delays: list[float] = []
+    for _ in range(args.rounds):
+        r1 = remotes[1]
+        r1.call("listen", on=True)
+        time.sleep(0.05)
+        sent = r0.call("stamped_sets", n=100)
+        time.sleep(0.5)
+        heard = r1.call("listen", on=False)
+        for value, t_sent in sent:
+            arrivals = [t for v, t in heard if abs(v - value) < 1e-6 and t >= t_sent]
+            delays.append((min(arrivals) - t_sent) * 1e3 if arrivals else float("inf"))
+    lost = sum(d == float("inf") for d in delays)
+    seen = sorted(d for d in delays if d != float("inf"))
+    event_p99 = _p(seen, 0.99) if seen else float("inf")
+    table("attribute-change events, set in one client process -> attribute_changed in another", [
+        ("set -> event delivered", f"p50 {_p(seen, 0.5):.2f} ms" if seen else "none",
+         f"p99 {event_p99:.2f} ms, max {seen[-1] if seen else float('inf'):.2f} ms; {len(delays)} changes, "
+         f"{lost} lost"),
+    ])
+
     def together(op: str, clients: list[Worker]) -> float:
         start_at = time.time() + 0.2
         for w in clients:
@@ -378,7 +450,12 @@ def _run(args, r0: Worker, remotes: list[Worker], local: Worker, mpq: Worker) ->
 
     print()
     goal("remote get p50 / bare pyleco echo p50", get_vs_echo, GOAL_GET_VS_ECHO)
-    goal("remote curves/s / in-process curves/s", remote_vs_local, GOAL_CURVES_VS_LOCAL, at_most=False)
+    goal("remote single() curves/s / in-process curves/s", remote_vs_local, GOAL_CURVES_VS_LOCAL, at_most=False)
+    goal("remote stream() curves/s / in-process single() curves/s", stream_vs_local, GOAL_CURVES_VS_LOCAL,
+         at_most=False)
+    verdict = "MET" if lost == 0 and event_p99 <= GOAL_EVENT_MS else "MISSED"
+    print(f"  goal: attribute-change event p99 <= {GOAL_EVENT_MS:g} ms, none lost -> {verdict} "
+          f"({event_p99:.2f} ms, {lost} lost)")
     goal("4 clients' gets/s / 1 client's", four_vs_one["get"], GOAL_FOUR_VS_ONE, at_most=False)
     goal("4 clients' curves/s / 1 client's", four_vs_one["single"], GOAL_FOUR_VS_ONE, at_most=False)
 
