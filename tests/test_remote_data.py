@@ -24,7 +24,7 @@ from rpl_noqt.errors import BoardConnectionError, BoardLockedError  # noqa: E402
 from rpl_noqt.remote.errors import RemoteNameError  # noqa: E402
 from rpl_noqt.remote.streams import LEASE_S  # noqa: E402
 from rpl_noqt.remote.streams_client import StreamClosedError  # noqa: E402
-from remote_helpers import CHILD_TIMEOUT_S, child, reap, served_in_process, wait_line  # noqa: E402
+from remote_helpers import CHILD_TIMEOUT_S, child, free_port, reap, served_in_process, wait_line  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +370,111 @@ def test_a_board_past_its_deadline_is_the_servers_timeout_error(served):
             sim.faults.clear()
     assert "stopped answering" not in str(info.value)  # the server answered: the board did not
     assert elapsed < 0.6 + 2.0 + 1.5, elapsed  # client timeout + the board's deadline + slack
+
+
+def test_many_threads_share_one_session_without_loss(remote):
+    """8 threads, each with its own attribute (gets and sets), one thread taking curves and one
+    stream, all on one RemoteSession for 4 s: every read-back is its thread's last write."""
+    stop = time.monotonic() + 4.0
+    errors: list[str] = []
+    counts = [0] * 9
+    owned = [("pid0", "setpoint"), ("pid1", "setpoint"), ("pid2", "setpoint"), ("asg1", "offset"),
+             ("pid0", "p"), ("pid1", "p"), ("pid2", "p"), ("asg0", "offset")]
+
+    def worker(i: int) -> None:
+        module_name, attribute = owned[i]
+        module = getattr(remote.rp, module_name)
+        try:
+            k = 0
+            while time.monotonic() < stop:
+                value = round(0.01 * ((i * 7 + k) % 40 - 20), 3)
+                setattr(module, attribute, value)
+                got = getattr(module, attribute)
+                if abs(got - value) > 2e-3:
+                    errors.append(f"{module_name}.{attribute}: wrote {value}, read {got}")
+                k += 1
+            counts[i] = k
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{module_name}.{attribute}: {exc!r}")
+
+    def curves() -> None:
+        try:
+            while time.monotonic() < stop:
+                assert remote.rp.scope.single(timeout=20).shape == (2, 16384)
+                counts[8] += 1
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"scope: {exc!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)] + [threading.Thread(target=curves)]
+    with remote.rp.scope.stream() as stream:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert stream.received > 0
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:5]
+    assert all(n > 0 for n in counts), counts
+
+
+def test_a_stream_survives_a_server_restart(tmp_path):
+    """kill -9 of the server while streaming: the reader gets BoardConnectionError (not silence);
+    when a server is back under the same name the same stream resumes by itself."""
+    from test_remote import ServerProcess
+
+    from rpl_noqt.sim import Simulator
+
+    port = free_port()
+    with Simulator() as sim:
+        server = ServerProcess(sim, "rpstream", port, tmp_path).start()
+        try:
+            with rpl_noqt.connect(server.url, io_timeout=1.0) as session:
+                session.rp.scope.trigger_source = "immediately"
+                session.rp.scope.duration = 0.001
+                stream = session.rp.scope.stream()
+                stream.get(timeout=10)
+                server.kill()
+                t0 = time.monotonic()
+                with pytest.raises(BoardConnectionError):
+                    while time.monotonic() - t0 < 10:
+                        stream.get(timeout=10)
+                assert time.monotonic() - t0 < 1.0 + 1.0 + 1.5  # renewal period + I/O timeout + slack
+                server = ServerProcess(sim, "rpstream", port, tmp_path).start()
+                deadline = time.monotonic() + 30
+                curve = None
+                while curve is None and time.monotonic() < deadline:
+                    try:
+                        curve = stream.get(timeout=2)
+                    except (BoardConnectionError, TimeoutError):
+                        continue
+                assert curve is not None and curve.shape == (2, 16384)
+                stream.close()
+        finally:
+            server.kill()
+
+
+def test_isolated_sessions_have_events_and_streams(sim):
+    with rpl_noqt.connect(sim.host, sim.port, ssh=False, isolate=True, io_timeout=5) as session:
+        got: list[float] = []
+
+        def on_freq(module, name, value):
+            if name == "frequency":
+                got.append(value)
+
+        events.attribute_changed.connect(on_freq, sender=session.rp.asg0)
+        try:
+            session.rp.asg0.frequency = 2500.0
+            assert _wait(lambda: got, 3)
+        finally:
+            events.attribute_changed.disconnect(on_freq, sender=session.rp.asg0)
+        assert got[-1] == pytest.approx(2500.0, rel=1e-4)
+        session.rp.scope.trigger_source = "immediately"
+        with session.rp.scope.stream() as stream:
+            assert stream.get(timeout=10).shape == (2, 16384)
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(predicate())
