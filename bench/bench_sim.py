@@ -23,7 +23,11 @@ part 4):
   network analyzer does, another demodulating, the scope averaging in1 and in2
   at decimation 1024, 1 mV of noise on the inputs): the round-trip time
   of each access over the wire, p50/p99/max per round, and the model's own
-  time for each (the server thread's CPU time inside the model).
+  time for each (the server thread's CPU time inside the model); then the
+  same with the Fabry-Perot plant behind the outputs instead of the cables
+  (drift and acoustic noise: the plant's 50 ms ticker steps the model too)
+  and pid1's integrator off (through a plant the two PIDs are coupled: each
+  access then steps both in up to 64 chunks through the plant, about 0.5 s).
 
 Goals (issue 13): round trips >= 0.9x the echo, curves >= 0.5x the echo,
 p99 of the busy session <= 5 ms.
@@ -329,26 +333,32 @@ def main(argv: list[str] | None = None) -> int:
         ("crossing into ch2 by one word", f"{across * 1e3:.2f} ms", "12.4 s before (a per-word loop)"),
     ])
 
-    rows, p99s = [], []
-    with Simulator(seed=0) as sim:
-        for ch in (1, 2):
-            sim.model.set_loopback(ch, noise=1e-3)
-        setup = Client(sim.port)
-        _everything_running(setup)
-        setup.close()
-        model_time = _ModelTime(sim.model)
-        all_times: list[float] = []
-        for r in range(args.rounds):
-            times = busy_session(sim.port, max(1.0, 5 * args.seconds))
-            p99s.append(_pct(times, 99))
-            all_times += times
-            rows.append((f"round {r + 1}: {len(times)} accesses", f"p99 {_pct(times, 99) * 1e3:.2f} ms",
-                         f"p50 {_pct(times, 50) * 1e3:.2f} ms, max {max(times) * 1e3:.1f} ms"))
-        model = model_time.samples
-        rows.append(("model time per access (server thread CPU)", f"p99 {_pct(model, 99) * 1e3:.2f} ms",
-                     f"p50 {_pct(model, 50) * 1e3:.3f} ms, max {max(model) * 1e3:.1f} ms"))
-    table("every module running: round trip of each access (scope, ASGs, NA sweep, PIDs, IQ)", rows)
-    goal("p99 of an access with every module running / 5 ms", Ratio.of(p99s, [5e-3] * len(p99s)), 1.0)
+    goals = []
+    for label, plant in (("the cables out -> in", None), ("a Fabry-Perot plant behind the outputs", "fabry-perot")):
+        rows, p99s = [], []
+        with Simulator(seed=0, plant=plant) as sim:
+            if plant is None:
+                for ch in (1, 2):
+                    sim.model.set_loopback(ch, noise=1e-3)
+            setup = Client(sim.port)
+            _everything_running(setup)
+            if plant is not None:  # one integrating PID: through a plant every DAC reaches every ADC, so two
+                setup.write(DSP + 0x1010C, 0)  # are coupled, which costs about 0.5 s per access (docs/simulator.md)
+            setup.close()
+            time.sleep(2.0)  # the server's warm-up (scipy.signal, BLAS libraries) is not part of an access
+            model_time = _ModelTime(sim.model)
+            for r in range(args.rounds):
+                times = busy_session(sim.port, max(1.0, 5 * args.seconds))
+                p99s.append(_pct(times, 99))
+                rows.append((f"round {r + 1}: {len(times)} accesses", f"p99 {_pct(times, 99) * 1e3:.2f} ms",
+                             f"p50 {_pct(times, 50) * 1e3:.2f} ms, max {max(times) * 1e3:.1f} ms"))
+            model = model_time.samples
+            rows.append(("model time per access (server thread CPU)", f"p99 {_pct(model, 99) * 1e3:.2f} ms",
+                         f"p50 {_pct(model, 50) * 1e3:.3f} ms, max {max(model) * 1e3:.1f} ms"))
+        table(f"every module running, {label}: round trip of each access (scope, ASGs, NA sweep, PIDs, IQ)", rows)
+        goals.append((label, Ratio.of(p99s, [5e-3] * len(p99s))))
+    for label, ratio in goals:
+        goal(f"p99 of an access with every module running ({label}) / 5 ms", ratio, 1.0)
     return 0
 
 
