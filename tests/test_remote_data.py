@@ -478,3 +478,23 @@ def _wait(predicate, timeout: float) -> bool:
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.01)
     return bool(predicate())
+
+
+@pytest.mark.parametrize("payload", [b"\xff\xfe not json", b"[]", b"{}", b'{"jsonrpc": "2.0", "id": 1}',
+                                     b'{"jsonrpc": "2.0", "method": "call_action", "params": [1, 2, 3], "id": 1}',
+                                     b'{"jsonrpc": "2.0", "method": "get_parameters", "params": {"parameters": 5}, '
+                                     b'"id": 2}'])
+def test_malformed_requests_do_not_stop_the_server(served, payload):
+    """Whatever a LECO peer sends (there is no authentication), the server keeps serving."""
+    from pyleco.core.message import Message, MessageTypes
+    from pyleco.utils.communicator import Communicator
+
+    with Communicator(name=f"garbage-{time.monotonic_ns()}", host="127.0.0.1", port=served.coordinator_port,
+                      timeout=2) as comm:
+        comm.send_message(Message(served.actor.full_name, sender=comm.full_name, message_type=MessageTypes.JSON,
+                                  data=payload))
+        time.sleep(0.1)
+        assert comm.ask_rpc(served.actor.full_name, "pong") is None  # still listening
+    with rpl_noqt.connect(served.url, io_timeout=5) as session:
+        session.rp.pid0.setpoint = 0.03
+        assert session.rp.pid0.setpoint == pytest.approx(0.03, abs=1e-3)

@@ -362,8 +362,13 @@ class BoardActor(MessageHandler):
             message = self.read_message(timeout=0)
         except TimeoutError:
             return
-        if message.payload:
+        if not message.payload:
+            return
+        try:
             self.handle_message(message)
+        except Exception:  # one malformed or unlucky message must not end the server's listen loop
+            logger.exception("board server %r: a message from %r could not be handled", self.name,
+                             message.sender.decode(errors="replace"))
 
     def handle_json_request(self, message: Message) -> None:
         if self._is_long_call(message):
