@@ -498,3 +498,37 @@ def test_malformed_requests_do_not_stop_the_server(served, payload):
     with rpl_noqt.connect(served.url, io_timeout=5) as session:
         session.rp.pid0.setpoint = 0.03
         assert session.rp.pid0.setpoint == pytest.approx(0.03, abs=1e-3)
+
+
+def test_a_listening_client_resubscribes_after_a_server_restart(tmp_path):
+    """A client that only listens (no requests of its own) gets events again once the server is back."""
+    from test_remote import ServerProcess
+
+    from rpl_noqt.sim import Simulator
+
+    port = free_port()
+    got: list[float] = []
+
+    def on_freq(module, name, value):
+        if name == "frequency":
+            got.append(value)
+
+    with Simulator() as sim:
+        server = ServerProcess(sim, "rplisten", port, tmp_path).start()
+        try:
+            with rpl_noqt.connect(server.url, io_timeout=1.0) as listener:
+                events.attribute_changed.connect(on_freq, sender=listener.rp.asg1)
+                try:
+                    server.kill()
+                    server = ServerProcess(sim, "rplisten", port, tmp_path).start()
+                    # sets every 50 ms for 8 s: the listener notices the restart within about 3 s of quiet
+                    # (events in between are not replayed), then gets the rest
+                    values = [3000.0 + 10 * i for i in range(160)]
+                    writer = _child(server.url, "set", json.dumps(values))
+                    _result(writer)
+                    assert _wait(lambda: got, 5), "no event after the restart"
+                    assert got[-1] == pytest.approx(values[-1], rel=1e-4)
+                finally:
+                    events.attribute_changed.disconnect(on_freq, sender=listener.rp.asg1)
+        finally:
+            server.kill()

@@ -501,9 +501,14 @@ class RemoteSession:
             self._lock._reacquire_after_reconnect()
 
     def _module(self, name: str) -> RemoteModule:
+        """The one RemoteModule of ``name`` for this session: the same object across reconnects (the
+        registry is checked to be the same), so receivers connected with it as sender keep working."""
+        spec = self.registry.module(name)
         module = self._module_objects.get(name)
-        if module is None or module._spec is not self.registry.module(name):
-            module = self._module_objects[name] = RemoteModule(self, self.registry.module(name))
+        if module is None:
+            module = self._module_objects[name] = RemoteModule(self, spec)
+        elif module._spec is not spec:
+            object.__setattr__(module, "_spec", spec)
         return module
 
     # -- data protocol: events and streams -------------------------------------------------
@@ -540,6 +545,7 @@ class RemoteSession:
             self._subscriber = DataSubscriber(address, self._link.context)
             self._subscriber.subscribe(f"{prefix}/events", self._on_event)
             self._subscriber.subscribe(f"{prefix}/calls", self._on_call_progress)
+            self._keeper.ensure_running()
             for stream in self._keeper.streams():
                 stream.topic = f"{prefix}/stream/{stream.module}"
                 self._subscriber.subscribe(stream.topic, stream._on_message)
@@ -568,9 +574,30 @@ class RemoteSession:
         finally:
             self._probe_waiters.pop(token, None)
 
+    def _wants_events(self) -> bool:
+        return bool(attribute_changed.receivers) and not self._closed
+
+    def _check_data(self, quiet_s: float = 3.0) -> None:
+        """Called by the keeper each second: no publication (not even a heartbeat) for ``quiet_s``
+        means the server restarted or is gone; a request then reconnects (and resubscribes) or fails."""
+        subscriber = self._subscriber
+        if subscriber is None or self._closed or time.monotonic() - subscriber.last_message < quiet_s:
+            return
+        try:
+            self._check_open()
+            self._link.ensure_connected()  # reconnects to a server that came back (on_connect resubscribes)
+            if self._subscriber is subscriber:
+                with self._data_lock:  # the same link: ask again where it publishes, subscribe afresh
+                    self._data = None
+                self._link.refresh_description()
+        except Exception:  # noqa: BLE001  the streams' renewals report it; events have nobody to tell
+            logger.debug("%s: the server's publications stopped and it does not answer", self.url, exc_info=True)
+
     def _on_event(self, message: DataMessage) -> None:
         data = message.data
         if not isinstance(data, dict) or self._registry is None:
+            return
+        if "heartbeat" in data:
             return
         if "probe" in data:
             waiter = self._probe_waiters.get(data["probe"]) if isinstance(data["probe"], str) else None

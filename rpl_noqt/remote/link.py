@@ -395,10 +395,27 @@ class LecoLink:
 
     def _sign_in_again(self, epoch: int) -> None:
         with self._sign_lock:
-            if self._sign_epoch == epoch:  # nobody signed in again since our request went out
-                with self._cond:
-                    self._namespace = None
-                self._sign_in()
+            if self._sign_epoch != epoch:  # another thread signed in again since our request went out
+                return
+            with self._cond:
+                self._namespace = None
+            self._sign_in()
+        # the coordinator forgot us: it (and so, often, the server embedding it) restarted
+        self.refresh_description()
+
+    def refresh_description(self) -> None:
+        """Ask the server for its description again, as after a reconnect (a restarted server may
+        publish elsewhere; one with another registry is refused)."""
+        try:
+            description, _ = self._ask(self.address.name, "describe", None, [], self.connect_timeout)
+        except _Gone as exc:
+            self._drop(str(exc), exc.generation)
+            raise BoardConnectionError(self.board, "describe", str(exc)) from None
+        try:
+            self._on_connect(description, True)
+        except BaseException:
+            self._drop("the server was refused")
+            raise
 
     def _drop(self, reason: str, generation: int | None = None) -> None:
         """Forget the socket: requests in flight fail, queued ones die with it, the next request reconnects.

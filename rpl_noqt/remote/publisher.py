@@ -4,7 +4,8 @@ Three kinds of messages leave a server this way, each on its own topic
 under the actor's full name (so a subscriber picks with a prefix):
 
 * ``NAME/events``: an attribute changed on the board, whoever changed it
-  (``{"module", "name", "value", "by"}``; arrays in binary frames);
+  (``{"module", "name", "value", "by"}``; arrays in binary frames), and a
+  ``{"heartbeat"}`` each second the server has nothing else to say;
 * ``NAME/stream/MODULE``: one acquisition of a stream (:mod:`.streams`);
 * ``NAME/calls``: progress of a long call (``{"call", "progress"}``).
 
@@ -36,13 +37,16 @@ __all__ = ("BoardPublisher", "EventBridge")
 logger = logging.getLogger(__name__)
 
 _QUEUE_LIMIT = 256
+#: a quiet server publishes ``{"heartbeat": t}`` on NAME/events this often (s)
+HEARTBEAT_S = 1.0
 
 
 class BoardPublisher:
     """Publishes ``(topic suffix, JSON data, frames)`` under ``prefix`` to the proxy at ``address``."""
 
-    def __init__(self, address: str, context: zmq.Context) -> None:
+    def __init__(self, address: str, context: zmq.Context, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.prefix = ""
+        self._heartbeat_s = heartbeat_s
         self._queue: queue.Queue[tuple[str, Any, list[bytes]] | None] = queue.Queue(_QUEUE_LIMIT)
         self._dropped = 0
         self._socket: zmq.Socket = context.socket(zmq.PUB)
@@ -69,7 +73,10 @@ class BoardPublisher:
 
     def _send_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._heartbeat_s)
+            except queue.Empty:  # quiet: say we are here, so listening clients can tell quiet from gone
+                item = ("events", {"heartbeat": time.time()}, [])
             if item is None:
                 break
             suffix, data, frames = item

@@ -172,7 +172,12 @@ class RemoteStream:
 
 
 class StreamKeeper:
-    """Renews the leases of a session's open streams every second, in one daemon thread."""
+    """A session's housekeeping thread, once a second: renew the open streams' leases, and check that
+    the server's publications still arrive (:meth:`RemoteSession._check_data` reconnects if not).
+
+    It runs for the session's life (one wake-up a second), so a client that only listens for
+    events notices a restarted server (and resubscribes) instead of going quiet for good.
+    """
 
     def __init__(self, session: RemoteSession) -> None:
         self._session = session
@@ -185,10 +190,15 @@ class StreamKeeper:
     def add(self, stream: RemoteStream) -> None:
         with self._lock:
             self._streams.append(stream)
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = False
-                self._thread = threading.Thread(target=self._run, name="rpl-noqt-stream-keeper", daemon=True)
-                self._thread.start()
+        self.ensure_running()
+
+    def ensure_running(self) -> None:
+        """Start the thread if it is not running (and the keeper was not closed)."""
+        with self._lock:
+            if self._stop or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(target=self._run, name="rpl-noqt-session-keeper", daemon=True)
+            self._thread.start()
 
     def remove(self, stream: RemoteStream) -> bool:
         """Forget ``stream``; True if it was the last one of its module."""
@@ -207,10 +217,12 @@ class StreamKeeper:
             self._wake.wait(RENEW_EVERY_S)
             self._wake.clear()
             with self._lock:
-                if self._stop or not self._streams:
+                if self._stop:
                     self._thread = None
                     return
                 modules = sorted({s.module for s in self._streams})
+            if self._session._wants_events() or modules:
+                self._session._check_data()
             for module in modules:
                 try:
                     if not self._session._request("stream_renew", {"module": module})[0]:

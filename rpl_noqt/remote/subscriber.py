@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import zmq
@@ -42,6 +43,8 @@ class DataSubscriber:
         self._changes: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
+        #: time.monotonic() of the last message received (the server's heartbeats included)
+        self.last_message = time.monotonic()
         self._thread = threading.Thread(target=self._read, name="rpl-noqt-leco-subscriber", daemon=True)
         self._thread.start()
         self._ready.wait(2.0)
@@ -96,6 +99,7 @@ class DataSubscriber:
                         break
                     if len(frames) < 2:
                         continue
+                    self.last_message = time.monotonic()
                     self._deliver(DataMessage.from_frames(*frames))
         except zmq.ZMQError:
             if not self._stop.is_set():
