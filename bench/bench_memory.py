@@ -16,7 +16,6 @@ Goals: attribute get <= 1.1x upstream, attribute set <= 1.2x upstream.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 

@@ -21,7 +21,7 @@ def measure(rounds: int) -> dict[str, dict[str, list[float]]]:
     import blinker
     import psygnal
 
-    from rpl_noqt.signals import set_strict_checks, strict_checks
+    from rpl_noqt.runtime.signals import set_strict_checks, strict_checks
     from rpl_noqt.shims.qtcore import QObject
     from rpl_noqt.shims.qtcore import Signal as NoQtSignal
 

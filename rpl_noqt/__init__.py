@@ -2,7 +2,7 @@
 
 ``import rpl_noqt`` changes nothing. ``rpl_noqt.activate()`` (or
 ``import rpl_noqt.auto``) makes every later ``import pyrpl`` Qt-free; see
-:mod:`rpl_noqt.activation` for exactly what that does, and
+:mod:`rpl_noqt.runtime.activation` for exactly what that does, and
 ``print(rpl_noqt.patch_record())`` for what it did.
 """
 
@@ -30,13 +30,13 @@ __all__ = (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .activation import activate, deactivate, flush_configs, is_active, patch_record
+    from .runtime.activation import activate, deactivate, flush_configs, is_active, patch_record
     from .board.policy import LinkPolicy
     from .errors import BoardConnectionError, BoardLockedError, BoardTimeoutError, CallCancelledError
     from .remote.server import serve
     from .session import Session, connect
 
-_LAZY = {name: "rpl_noqt.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
+_LAZY = {name: "rpl_noqt.runtime.activation" for name in ("activate", "deactivate", "flush_configs", "is_active", "patch_record")}
 _LAZY.update(connect="rpl_noqt.session", Session="rpl_noqt.session", LinkPolicy="rpl_noqt.board.policy",
              BoardConnectionError="rpl_noqt.errors", BoardTimeoutError="rpl_noqt.errors",
              BoardLockedError="rpl_noqt.errors", CallCancelledError="rpl_noqt.errors", serve="rpl_noqt.remote.server")

@@ -6,7 +6,7 @@ anything imports pyrpl. Importing it again does nothing more.
 
 from __future__ import annotations
 
-from .activation import activate
+from .runtime.activation import activate
 
 patch_record = activate()
 

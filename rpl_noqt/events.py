@@ -1,6 +1,6 @@
 """Process-wide named events, for observers of many devices at once.
 
-Per-object notifications stay on each object's typed :class:`~rpl_noqt.signals.Signal`;
+Per-object notifications stay on each object's typed :class:`~rpl_noqt.runtime.signals.Signal`;
 these blinker signals broadcast the same facts across all boards, and blinker's
 sender filter lets an observer pick one module or one session::
 

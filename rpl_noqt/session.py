@@ -29,7 +29,7 @@ from .board import values
 from .board.configfile import ConfigNameError, check_writable, resolve_config
 from .board.policy import LinkPolicy
 from .errors import BoardConnectionError
-from .locks import DeviceLock
+from .runtime.locks import DeviceLock
 
 if TYPE_CHECKING:  # pragma: no cover
     from .remote.client import RemoteSession
@@ -98,7 +98,7 @@ class Session:
     @property
     def lock(self) -> DeviceLock:
         """The board's reentrant lock: ``with session.lock:`` makes a transaction."""
-        from .threadsafe import board_lock
+        from .runtime.threadsafe import board_lock
 
         lock = board_lock(self.pyrpl.rp)
         assert lock is not None
@@ -216,7 +216,7 @@ class Session:
         p = self._pyrpl
         if p is None:
             return
-        from .threadsafe import board_lock
+        from .runtime.threadsafe import board_lock
 
         client = getattr(p.rp, "client", None)
         if client is not None and hasattr(client, "closing"):
@@ -333,7 +333,7 @@ def connect(hostname: str, port: int = 2222, *, config: str | os.PathLike[str] |
     if isolate:
         return _connect_isolated(hostname, port, config=config, ssh=ssh, strict=strict,
                                  connect_timeout=connect_timeout, io_timeout=io_timeout, **pyrpl_kwargs)
-    from .activation import activate
+    from .runtime.activation import activate
 
     activate()  # idempotent; refuses if pyrpl already runs on real Qt
     key = (_normalise_host(hostname), _check_port(port))

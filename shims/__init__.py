@@ -1,6 +1,6 @@
 """What PyRPL is served instead of Qt (installed as ``rpl_noqt.shims``).
 
-Modules here are handed to PyRPL's own modules by :mod:`rpl_noqt.importer`;
+Modules here are handed to PyRPL's own modules by :mod:`rpl_noqt.runtime.importer`;
 nothing else in the process imports them under Qt's names.
 
 * :mod:`.qtpy`, :mod:`.qtcore`, :mod:`.qtwidgets`, :mod:`.qtgui`: the Qt surface

@@ -19,7 +19,7 @@ Here every coroutine runs on rpl_noqt's background asyncio loop, so:
 ``wait`` and ``sleep`` refuse to run on the loop thread itself (they would
 deadlock it): inside coroutines use ``await`` and ``sleep_async``, as the
 upstream docstring already demands. While a thread blocks in ``wait`` or
-``sleep`` it holds no board lock (see :mod:`rpl_noqt.blocking`).
+``sleep`` it holds no board lock (see :mod:`rpl_noqt.runtime.blocking`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from rpl_noqt import blocking as _blocking
-from rpl_noqt import loop as _loop
+from rpl_noqt.runtime import blocking as _blocking
+from rpl_noqt.runtime import loop as _loop
 from rpl_noqt.errors import LoopThreadError
 
 if TYPE_CHECKING:  # asyncio is imported on first use, keeping 'import pyrpl' light
@@ -116,7 +116,7 @@ def ensure_future(coroutine: Awaitable[Any]) -> asyncio.Future[Any]:
     import asyncio
     import concurrent.futures
 
-    from rpl_noqt.futures import LoopFuture, schedule_coroutine
+    from rpl_noqt.runtime.futures import LoopFuture, schedule_coroutine
 
     loop = _loop.get_loop()
     if isinstance(coroutine, asyncio.Future):

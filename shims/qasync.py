@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 def _no_qasync(name: str) -> NoReturn:
     raise RuntimeError(
         f"qasync.{name} is not available under rpl_noqt: PyRPL's coroutines run on "
-        "rpl_noqt's background asyncio loop (rpl_noqt.loop.get_loop())."
+        "rpl_noqt's background asyncio loop (rpl_noqt.runtime.loop.get_loop())."
     )
 
 

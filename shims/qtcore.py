@@ -1,6 +1,6 @@
 """What PyRPL gets for ``qtpy.QtCore``: QObject, Signal, QTimer, an inert app.
 
-Only PyRPL's modules see this (see :mod:`rpl_noqt.importer`); the rest of the
+Only PyRPL's modules see this (see :mod:`rpl_noqt.runtime.importer`); the rest of the
 process keeps the real QtCore. Names PyRPL's non-GUI code does not use are
 absent on purpose: an unexpected one raises an ``AttributeError`` that says so.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from rpl_noqt import loop as _loop
-from rpl_noqt.signals import ConnectionType, Signal, SignalInstance
+from rpl_noqt.runtime import loop as _loop
+from rpl_noqt.runtime.signals import ConnectionType, Signal, SignalInstance
 
 __all__ = (
     "QCoreApplication",
@@ -66,7 +66,7 @@ class QObject:
     """A plain object with Qt's signal-blocking and parent surface.
 
     No thread affinity, no event queue: its signals are
-    :class:`rpl_noqt.signals.SignalInstance` objects.
+    :class:`rpl_noqt.runtime.signals.SignalInstance` objects.
     """
 
     _rpl_signals_blocked = False
@@ -119,7 +119,7 @@ class QTimer(QObject):
 
     Starting, restarting and stopping are cheap from any thread: the timer
     keeps its deadline itself and the loop checks it when the timer's entry in
-    :func:`rpl_noqt.loop.schedule` comes due. A restart that moves the deadline
+    :func:`rpl_noqt.runtime.loop.schedule` comes due. A restart that moves the deadline
     later (what a config save or a watchdog does on every change) leaves that
     entry in place, and the loop moves it on to the new deadline when it comes
     up; only a deadline earlier than the loop's next wake-up costs a cross-thread call.

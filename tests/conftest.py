@@ -26,7 +26,7 @@ import rpl_noqt  # noqa: E402
 
 rpl_noqt.activate()
 
-from rpl_noqt import signals  # noqa: E402
+from rpl_noqt.runtime import signals  # noqa: E402
 
 signals.set_strict_checks(True)
 

@@ -132,7 +132,7 @@ def test_prompts_on_stdin_become_errors(run_python):
 import rpl_noqt.auto, pyrpl
 try:
     pyrpl.Pyrpl(config=None, hostname="_FAKE_REDPITAYA_", gui=False)
-except rpl_noqt.importer.PromptRefused as exc:
+except rpl_noqt.runtime.importer.PromptRefused as exc:
     print("PROMPT:", exc)
 ''')
     assert "PROMPT: PyRPL asked on stdin: 'Enter an existing or new config file name:'" in proc.stdout, proc.stderr[-2000:]
@@ -220,7 +220,7 @@ def test_patches_command_prints_the_record(run_python):
     proc = run_python("import sys; from rpl_noqt.cli import main; sys.exit(main(['patches']))")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "patch(es) applied" in proc.stdout and "pyrpl.async_utils -> rpl_noqt.shims.async_utils" in proc.stdout
-    assert "paramiko -> rpl_noqt.deferred.DeferredModule" in proc.stdout
+    assert "paramiko -> rpl_noqt.runtime.deferred.DeferredModule" in proc.stdout
 
 
 def test_qt_submodules_we_do_not_model_are_gui_placeholders_either_way(run_python):
@@ -229,7 +229,7 @@ def test_qt_submodules_we_do_not_model_are_gui_placeholders_either_way(run_pytho
     proc = run_python(BLOCK_QT + r'''
 import json, rpl_noqt, pyrpl
 from rpl_noqt.errors import GuiUnavailableError
-from rpl_noqt.importer import PyrplImportRedirector
+from rpl_noqt.runtime.importer import PyrplImportRedirector
 redirector = next(f for f in sys.meta_path if isinstance(f, PyrplImportRedirector))
 qtpy = redirector._scoped_import("qtpy", {"__name__": "pyrpl.test.x"}, None, ("QtCore", "QtTest"), 0)
 sub = redirector._scoped_import("qtpy.QtTest", {"__name__": "pyrpl.test.y"}, None, ("QTest",), 0)

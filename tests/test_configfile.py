@@ -349,7 +349,7 @@ def test_patches_are_recorded_and_the_save_keeps_the_board_lock(memory):
                  "pyrpl.memory.get_config_file"):
         assert name in targets and targets[name]
     write = memory.MemoryTree._write_to_file
-    assert getattr(write, "_rpl_noqt_locked", False)  # rpl_noqt.threadsafe's lock wrapper, outermost
+    assert getattr(write, "_rpl_noqt_locked", False)  # rpl_noqt.runtime.threadsafe's lock wrapper, outermost
     assert write.__wrapped__.__module__ == configfile.__name__
 
 

@@ -202,8 +202,8 @@ def test_exit_does_not_hang_when_a_stuck_thread_holds_the_board(run_python):
     proc = run_python('''
 import threading, time
 import rpl_noqt.auto, pyrpl
-from rpl_noqt.threadsafe import board_lock
-import rpl_noqt.activation as act
+from rpl_noqt.runtime.threadsafe import board_lock
+import rpl_noqt.runtime.activation as act
 act.FLUSH_LOCK_TIMEOUT_S = 0.5
 p = pyrpl.Pyrpl(config="stuck", hostname="_FAKE_REDPITAYA_", gui=False)
 print(p.c._filename)

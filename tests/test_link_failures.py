@@ -463,7 +463,7 @@ def test_ssh_login_to_an_unreachable_host_is_a_plain_board_connection_error():
 
 
 def test_close_while_another_thread_reads_does_not_reconnect(fixed_sim):
-    from rpl_noqt.threadsafe import BoardClosedError
+    from rpl_noqt.runtime.threadsafe import BoardClosedError
 
     s = rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False, io_timeout=IO)
     ended: list[BaseException] = []

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from rpl_noqt import blocking
-from rpl_noqt.locks import DeviceLock
+from rpl_noqt.runtime import blocking
+from rpl_noqt.runtime.locks import DeviceLock
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import pytest
 
 import rpl_noqt
 from rpl_noqt import BoardConnectionError, BoardTimeoutError, CallCancelledError
-from rpl_noqt import loop as rpl_loop
+from rpl_noqt.runtime import loop as rpl_loop
 from rpl_noqt.remote.longcall import LONG_METHODS, CallControl, run_long_call, supports
 from rpl_noqt.sim import Simulator
 

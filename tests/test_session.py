@@ -9,9 +9,9 @@ import time
 import pytest
 
 import rpl_noqt
-from rpl_noqt import locks
+from rpl_noqt.runtime import locks
 from rpl_noqt.session import SessionConfigError, open_sessions
-from rpl_noqt.threadsafe import BoardClosedError
+from rpl_noqt.runtime.threadsafe import BoardClosedError
 
 
 def _run(func, name="worker", timeout=60):
@@ -195,7 +195,7 @@ def test_concurrent_single_calls_each_get_a_curve(session):
 def test_watchdog_reports_long_holder_with_stack(session, caplog):
     locks.set_watchdog(0.2)
     try:
-        with caplog.at_level(logging.WARNING, logger="rpl_noqt.locks"):
+        with caplog.at_level(logging.WARNING, logger="rpl_noqt.runtime.locks"):
             def hold_the_board_for_long():
                 with session.lock:
                     time.sleep(0.8)
@@ -226,7 +226,7 @@ def test_boards_listed_in_rpl_noqt_direct_are_reached_directly(sim, monkeypatch)
     # suite asks for reloadfpga=True): no SSH, no FPGA upload, no server install
     import pyrpl
 
-    from rpl_noqt import threadsafe
+    from rpl_noqt.runtime import threadsafe
 
     monkeypatch.setenv("RPL_NOQT_DIRECT", f"localhost:1, {sim.host}:{sim.port}")
     assert threadsafe.direct_boards_from_env() == {("localhost", 1), (sim.host, sim.port)}

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import rpl_noqt
-from rpl_noqt.threadsafe import board_lock
+from rpl_noqt.runtime.threadsafe import board_lock
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from rpl_noqt import events, loop, signals
+from rpl_noqt.runtime import loop, signals
+from rpl_noqt import events
 from rpl_noqt.errors import SlotError
 from rpl_noqt.shims.qtcore import QObject, Qt, Signal, SignalInstance
 
@@ -189,7 +190,7 @@ def test_slot_exception_is_logged_broadcast_and_others_still_run(caplog):
     e.changed.connect(lambda n, v: after.append(n))
     events.slot_error.connect(on_error)
     try:
-        with caplog.at_level(logging.ERROR, logger="rpl_noqt.signals"):
+        with caplog.at_level(logging.ERROR, logger="rpl_noqt.runtime.signals"):
             e.changed.emit("x", [])
     finally:
         events.slot_error.disconnect(on_error)

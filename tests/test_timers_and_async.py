@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rpl_noqt import loop
+from rpl_noqt.runtime import loop
 from rpl_noqt.errors import LoopThreadError
 from rpl_noqt.shims import async_utils
 from rpl_noqt.shims.qtcore import QTimer

@@ -38,7 +38,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ..patching import PatchRecord
+from ..runtime.patching import PatchRecord
 
 __all__ = (
     "BACKUP_SUFFIX",
@@ -376,7 +376,7 @@ def _write_error(path: str, exc: BaseException) -> ConfigWriteError:
 
 def install(memory: types.ModuleType, record: PatchRecord) -> None:
     """Patch ``pyrpl.memory`` (post-import hook; idempotent through the record)."""
-    from .. import loop
+    from ..runtime import loop
 
     cls = memory.MemoryTree
     if getattr(cls.__dict__.get("_save"), _MARK, False):
@@ -428,9 +428,9 @@ def install(memory: types.ModuleType, record: PatchRecord) -> None:
     record.patch_attribute(cls, "_write_to_file", _write_to_file,
                            "atomic config save (temp file, fsync, os.replace), the previous good file kept as "
                            ".bak; a failure raises ConfigWriteError naming the file (the board lock is taken "
-                           "by rpl_noqt.threadsafe's wrapper)")
+                           "by rpl_noqt.runtime.threadsafe's wrapper)")
     if getattr(previous_write, "_rpl_noqt_locked", False):  # the lock hook ran first: lock ours too
-        from ..threadsafe import _patch_memory_writes
+        from ..runtime.threadsafe import _patch_memory_writes
 
         _patch_memory_writes(memory, record)
     record.patch_attribute(cls, "_save", _save,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BoardConnectionError, BoardTimeoutError
-from ..locks import DeviceLock
+from ..runtime.locks import DeviceLock
 from .episode import FaultEpisode
 from .policy import LinkPolicy
 from .wire import CLOSE, HEADER_SIZE, READ

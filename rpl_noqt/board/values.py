@@ -91,8 +91,8 @@ from typing import Any
 
 import numpy as np
 
-from ..patching import PatchRecord
-from ..threadsafe import board_lock
+from ..runtime.patching import PatchRecord
+from ..runtime.threadsafe import board_lock
 
 __all__ = (
     "BadValueError",

@@ -74,7 +74,7 @@ class RunOptions:
 
 def pyrpl_test_dir() -> Path:
     """The ``test`` folder of the installed pyrpl (found without importing pyrpl)."""
-    from ..importer import find_pyrpl_dir
+    from ..runtime.importer import find_pyrpl_dir
 
     path = Path(find_pyrpl_dir()) / "test"
     if not (path / "conftest.py").is_file():

@@ -15,7 +15,7 @@ PyRPL would, and meanwhile:
 
 How a cancel stops an acquisition (network analyzer, spectrum analyzer,
 scope): the run is PyRPL's own coroutine on rpl-noqt's event loop
-(:mod:`rpl_noqt.loop`). The cancel runs the module's own ``stop()`` *on the
+(:mod:`rpl_noqt.runtime.loop`). The cancel runs the module's own ``stop()`` *on the
 loop thread*, i.e. between two steps of that coroutine: a step (say the
 network analyzer's ``_start_trace_acquisition``, which ends by switching its
 IQ amplitude on) is never cut in half, and after ``stop()`` cancelled the
@@ -29,7 +29,7 @@ The sampler's statistics are a plain loop of register reads in the calling
 thread that nothing can interrupt; a long one is therefore taken in chunks
 of :data:`SAMPLER_CHUNK_S` and combined, and a cancel lands between two
 chunks (the sampler has nothing to stop). ``Iq.lockin_xy()`` (rpl-noqt's,
-see :mod:`rpl_noqt.lockin`) changes no setting either: it runs in a helper
+see :mod:`rpl_noqt.runtime.lockin`) changes no setting either: it runs in a helper
 thread, and a cancel stops waiting for it; the abandoned reading ends by
 itself within its integration time.
 
@@ -48,8 +48,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import blocking
-from .. import loop as _loop
+from ..runtime import blocking
+from ..runtime import loop as _loop
 from ..errors import CallCancelledError, LoopThreadError
 
 __all__ = ("LONG_METHODS", "CallCancelledError", "CallControl", "run_long_call", "supports")
@@ -76,7 +76,7 @@ HEARTBEAT_S = 1.0
 _QUEUE_POLL_S = 0.02
 #: The shortest wait between two looks at the run (a min_interval of 0 must not spin)
 _MIN_TICK_S = 0.005
-# rpl_noqt.threadsafe queues blocking single() calls of one module on this lock (created lazily in the
+# rpl_noqt.runtime.threadsafe queues blocking single() calls of one module on this lock (created lazily in the
 # module's __dict__); a long call takes the same lock, so it queues with them instead of cancelling them
 _RUN_LOCK_ATTR = "_rpl_noqt_run_lock"
 

@@ -37,7 +37,7 @@ BOARD_PARAMS = ("host", "port", "ssh", "in1_range", "in2_range", "connect_timeou
 _CONNECTION_PARAMS = ("host", "port", "ssh", "connect_timeout", "io_timeout")
 
 try:
-    from rpl_noqt.threadsafe import plain_text
+    from rpl_noqt.runtime.threadsafe import plain_text
 except ImportError:  # an rpl_noqt without it: the same cleaning, for status bars
     import re
 

@@ -3,7 +3,7 @@
 A thread in ``wait(scope.single_async())`` or ``sleep(t)`` must not keep its
 board locked: the coroutine it waits for runs on the event-loop thread and
 needs the same lock for its register reads. Locks that take part
-(:class:`rpl_noqt.locks.DeviceLock`) :func:`register` once and stamp each
+(:class:`rpl_noqt.runtime.locks.DeviceLock`) :func:`register` once and stamp each
 outermost acquisition; :func:`released_locks` finds those the calling thread
 holds and fully releases them (whatever the recursion depth) for
 the duration of the blocking call and restores them afterwards, as

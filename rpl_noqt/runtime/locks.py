@@ -1,7 +1,7 @@
 """One reentrant, fair lock per board, and a watchdog for long holders.
 
 Every register access, PyRPL attribute get/set and public module method takes
-its board's :class:`DeviceLock` (installed by :mod:`rpl_noqt.threadsafe`), so
+its board's :class:`DeviceLock` (installed by :mod:`rpl_noqt.runtime.threadsafe`), so
 read-modify-write registers shared between modules (the DSP sync word, the
 ASG control word of both channels) never interleave. Users hold it for a
 transaction with ``with session.lock:``.
@@ -10,7 +10,7 @@ The lock is starvation-free: a free lock may be taken by any thread, but a
 waiter that has waited more than a couple of milliseconds is handed the lock
 directly, in arrival order, so no thread starves under load. A thread blocking in
 ``pyrpl.async_utils.wait``/``sleep`` gives it up for the duration
-(:mod:`rpl_noqt.blocking`), so an acquisition running on the event loop can
+(:mod:`rpl_noqt.runtime.blocking`), so an acquisition running on the event loop can
 use the board meanwhile.
 """
 
@@ -147,7 +147,7 @@ class DeviceLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
 
-    # -- used by rpl_noqt.blocking while a thread waits ---------------------------------
+    # -- used by rpl_noqt.runtime.blocking while a thread waits ---------------------------------
     def _held_stamp(self, ident: int) -> int | None:
         """Acquisition order stamp if ``ident`` holds the lock, else None."""
         return self._stamp if self._owner == ident else None

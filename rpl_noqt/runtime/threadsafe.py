@@ -1,4 +1,4 @@
-"""Put every PyRPL board behind its :class:`~rpl_noqt.locks.DeviceLock`.
+"""Put every PyRPL board behind its :class:`~rpl_noqt.runtime.locks.DeviceLock`.
 
 Post-import hooks (registered by :func:`rpl_noqt.activate`) patch, as PyRPL's
 modules load:
@@ -42,9 +42,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import blocking
-from .board import policy as link_policy
-from .board.client import LOCK_ATTR, BoardClient, BoardClosedError, starting_client_of
-from .errors import BoardConnectionError
+from ..board import policy as link_policy
+from ..board.client import LOCK_ATTR, BoardClient, BoardClosedError, starting_client_of
+from ..errors import BoardConnectionError
 from .locks import DeviceLock
 from .patching import PatchRecord
 

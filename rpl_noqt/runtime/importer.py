@@ -11,7 +11,7 @@ before the module's own code runs; in it:
   ``pyqtgraph`` from :mod:`rpl_noqt.shims` and refuses direct Qt bindings;
   every other import passes through untouched;
 * ``paramiko`` and ``scp`` are deferred until PyRPL first uses SSH
-  (:mod:`rpl_noqt.deferred`);
+  (:mod:`rpl_noqt.runtime.deferred`);
 * ``input`` raises instead of prompting (a plugin thread must never hang on
   stdin);
 * IPython's ``get_ipython`` is absent, so PyRPL never runs ``%gui qt``.
@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .deferred import DEFERRED_MODULES, DeferredModule
-from .errors import ActivationError
+from ..errors import ActivationError
 from .patching import PatchRecord
 
 __all__ = ("PyrplImportRedirector", "PromptRefused")
@@ -61,7 +61,7 @@ class PromptRefused(RuntimeError):
 
 
 def _standin_table() -> dict[str, types.ModuleType]:
-    from .shims import pyqtgraph, qasync, qtcore, qtgui, qtpy, qtwidgets
+    from ..shims import pyqtgraph, qasync, qtcore, qtgui, qtpy, qtwidgets
 
     return {
         "qtpy": qtpy,
@@ -194,7 +194,7 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
     def _standin(self, name: str, fromlist: Sequence[str] | None, importer: str) -> types.ModuleType:
         module = self._standins.get(name)
         if module is None:  # e.g. qtpy.QtSvg, pyqtgraph.exporters: GUI only
-            from .shims.placeholders import placeholder_module
+            from ..shims.placeholders import placeholder_module
 
             module = self._standins[name] = placeholder_module(name, package=True)
         self.record.note("import", name, module.__name__, "Qt stand-in served to PyRPL", served_to=importer)
@@ -213,7 +213,7 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
         module = self._deferred_modules.get(name)
         if module is None:
             module = self._deferred_modules[name] = DeferredModule(name)
-        self.record.note("import", name, "rpl_noqt.deferred.DeferredModule",
+        self.record.note("import", name, "rpl_noqt.runtime.deferred.DeferredModule",
                          "loaded when PyRPL first uses SSH (direct connections never do)",
                          served_to=(importer_globals or {}).get("__name__", "?"))
         if not fromlist or module.loaded:
@@ -285,14 +285,14 @@ class PyrplImportRedirector(importlib.abc.MetaPathFinder):
     def _served_module(self, fullname: str, rel: str) -> types.ModuleType | None:
         parts = rel.replace(os.sep, "/").split("/")
         if parts == ["async_utils.py"]:
-            from .shims import async_utils
+            from ..shims import async_utils
 
             self.record.note("module", fullname, async_utils,
                              "PyRPL's qasync/Qt event-loop helpers, replaced by the background asyncio loop",
                              served_to=fullname)
             return async_utils
         if parts[0] == "widgets":
-            from .shims.placeholders import placeholder_module
+            from ..shims.placeholders import placeholder_module
 
             self.record.note("module", "pyrpl.widgets.*", "rpl_noqt.shims.placeholders",
                              "GUI modules are not executed; their classes are inert placeholders",

@@ -3,14 +3,14 @@
 Side effects of activation, all recorded in :func:`patch_record`:
 
 1. the installed pyrpl's version is checked against the tested ones;
-2. :class:`~rpl_noqt.importer.PyrplImportRedirector` is put first on
+2. :class:`~rpl_noqt.runtime.importer.PyrplImportRedirector` is put first on
    ``sys.meta_path`` (PyRPL's modules get the Qt stand-ins, nobody else does);
 3. post-import hooks patch, when PyRPL's modules load: the config
    ``MemoryTree`` (pending saves are flushed at exit and on ``close``; saves
    are atomic and a lost YAML is restored from its ``.bak``:
    :mod:`rpl_noqt.board.configfile`), ``SignalLauncher`` (attribute changes
    are also broadcast as :data:`rpl_noqt.events.attribute_changed`), the
-   board client and locks (:mod:`rpl_noqt.threadsafe`) and the attribute
+   board client and locks (:mod:`rpl_noqt.runtime.threadsafe`) and the attribute
    value checks (:mod:`rpl_noqt.board.values`).
 
 Nothing runs at import of :mod:`rpl_noqt`; nothing starts a thread until PyRPL
@@ -29,9 +29,9 @@ import weakref
 from typing import Any
 
 from . import lockin, loop, threadsafe
-from .board import configfile, values
-from ._compat import check_pyrpl_version
-from .errors import ActivationError
+from ..board import configfile, values
+from .._compat import check_pyrpl_version
+from ..errors import ActivationError
 from .importer import PyrplImportRedirector, find_pyrpl_dir
 from .patching import PatchRecord
 
@@ -208,7 +208,7 @@ def flush_configs(trees: Any = None) -> int:
 
 
 def _patch_signal_launcher(modules_module: types.ModuleType) -> None:
-    from .shims.qtcore import QObject
+    from ..shims.qtcore import QObject
 
     launcher = modules_module.SignalLauncher
     if not issubclass(launcher, QObject):
@@ -219,7 +219,7 @@ def _patch_signal_launcher(modules_module: types.ModuleType) -> None:
         return
     original_init = launcher.__init__
     # bound once here: an import statement in the slot cost ~1 us on every attribute set
-    from .events import attribute_changed
+    from ..events import attribute_changed
 
     def __init__(self: Any, module: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, module, *args, **kwargs)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from typing import TYPE_CHECKING
 
-from .errors import LoopThreadError
+from ..errors import LoopThreadError
 
 __all__ = (
     "at_shutdown",

@@ -25,13 +25,13 @@ safe while another thread emits; a slot disconnected during an emit running in
 another thread may receive that one in-flight emission (as in Qt).
 Direct connections run the slot in the emitting thread. Queued connections
 (``connect(slot, QtCore.Qt.QueuedConnection)`` or ``queued=True``) run it on
-the background event loop (:mod:`rpl_noqt.loop`). Qt's AutoConnection means
+the background event loop (:mod:`rpl_noqt.runtime.loop`). Qt's AutoConnection means
 Direct here: our objects have no thread affinity.
 
 Slot errors
 -----------
 An exception in a slot is logged with its traceback (logger
-``rpl_noqt.signals``), broadcast as :data:`rpl_noqt.events.slot_error`, and the
+``rpl_noqt.runtime.signals``), broadcast as :data:`rpl_noqt.events.slot_error`, and the
 remaining slots still run. In ``"raise"`` mode (:func:`set_slot_error_mode`)
 ``emit`` raises :class:`~rpl_noqt.errors.SlotError` from the first error after
 all slots ran.
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Literal, get_origin, overload
 
-from .errors import SlotError
+from ..errors import SlotError
 
 __all__ = (
     "ConnectionType",
@@ -419,7 +419,7 @@ class SignalInstance:
 
     def _slot_failed(self, func: Callable[..., Any], exc: Exception, errors: list[Exception] | None) -> list[Exception] | None:
         logger.error("slot %r of %s raised", func, self._describe(), exc_info=exc)
-        from . import events  # local: events imports blinker lazily
+        from .. import events  # local: events imports blinker lazily
 
         owner = self._owner_ref() if self._owner_ref is not None else None
         events.slot_error.send(owner, signal=self._name, slot=func, error=exc)
