@@ -532,3 +532,69 @@ def test_a_listening_client_resubscribes_after_a_server_restart(tmp_path):
                     events.attribute_changed.disconnect(on_freq, sender=listener.rp.asg1)
         finally:
             server.kill()
+
+
+def test_a_stream_goes_on_while_clients_change_the_modules_settings(remote, served):
+    """PyRPL restarts a running acquisition when one of its settings changes (asyncio's
+    CancelledError in the run): the stream takes the next one instead of dying."""
+    with remote.rp.scope.stream() as stream:
+        stream.get(timeout=10)
+        for i in range(12):
+            remote.rp.scope.duration = (0.001, 0.002)[i % 2]
+            time.sleep(0.02)
+        remote.rp.scope.duration = 0.001
+        n = stream.received
+        assert _wait(lambda: stream.received > n + 2, 10), stream
+        loop = served.actor.streams.streams["scope"]
+        assert loop.thread.is_alive()
+
+
+def test_a_single_restarted_by_another_clients_setting_is_a_clear_error(remote, served):
+    remote.rp.scope.trigger_source = "ch1_positive_edge"  # waits for a trigger that does not come
+    remote.rp.scope.threshold = 0.9
+    box: dict = {}
+
+    def waiting() -> None:
+        try:
+            remote.rp.scope.single(timeout=20)
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    caller = threading.Thread(target=waiting)
+    caller.start()
+    time.sleep(0.5)
+    remote.rp.scope.duration = 0.002  # a setting change restarts the run under the waiting single()
+    caller.join(30)
+    assert not caller.is_alive()
+    from rpl_noqt.errors import CallCancelledError
+
+    assert isinstance(box.get("error"), CallCancelledError), box
+    assert "restarted" in str(box["error"]) and "setting" in str(box["error"])
+    assert all(t.is_alive() for t in served.actor._workers)  # no worker thread lost to it
+    remote.rp.scope.trigger_source = "immediately"
+    assert remote.rp.scope.single(timeout=10).shape == (2, 16384)
+
+
+def test_the_same_through_a_plain_leco_call_action(remote, served):
+    """A client without call ids (pyleco's own directors) gets the same error, and the worker lives."""
+    remote.rp.scope.trigger_source = "ch1_positive_edge"
+    remote.rp.scope.threshold = 0.9
+    box: dict = {}
+
+    def waiting() -> None:
+        try:
+            remote._request("call_action", {"action": "scope.single", "args": [], "kwargs": {"timeout": 20}},
+                            deadline_s=30)
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    caller = threading.Thread(target=waiting)
+    caller.start()
+    time.sleep(0.5)
+    remote.rp.scope.duration = 0.002
+    caller.join(30)
+    from rpl_noqt.errors import CallCancelledError
+
+    assert isinstance(box.get("error"), CallCancelledError), box
+    assert all(t.is_alive() for t in served.actor._workers)
+    remote.rp.scope.trigger_source = "immediately"

@@ -20,6 +20,7 @@ client can always tell a slow acquisition from a dead server by a ``pong``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -116,6 +117,9 @@ class _Endpoints:
         acting_for(self._requester())  # an attribute change this causes names the client
         try:
             return payloads.encode(fn())
+        except asyncio.CancelledError:  # a BaseException: it must not escape into pyleco's loop
+            raise translate(CallCancelledError("board", "call", detail="the acquisition was restarted (a setting of "
+                                               "its module changed, or another single() started)")) from None
         except Exception as exc:
             raise translate(exc) from None
         finally:
@@ -366,7 +370,7 @@ class BoardActor(MessageHandler):
             return
         try:
             self.handle_message(message)
-        except Exception:  # one malformed or unlucky message must not end the server's listen loop
+        except (Exception, asyncio.CancelledError):  # one malformed or unlucky message must not end the server's listen loop
             logger.exception("board server %r: a message from %r could not be handled", self.name,
                              message.sender.decode(errors="replace"))
 
@@ -403,7 +407,11 @@ class BoardActor(MessageHandler):
                 message = self._work.get()
                 if message is None:
                     return
-                response = handler.process_request(message)
+                try:
+                    response = handler.process_request(message)
+                except (Exception, asyncio.CancelledError):  # never lose a worker to one request
+                    logger.exception("board server %r: a long call could not be answered", self.name)
+                    continue
                 if response is None:
                     continue
                 response.sender = self.full_name.encode()

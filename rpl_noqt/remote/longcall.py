@@ -282,9 +282,10 @@ def _outcome(call: _Call, future: Any) -> Any:
     if future.cancelled():
         if call.control.cancelled:
             raise call.cancelled_error("the module is stopped")
-        # PyRPL's stop(), continuous() or a new single_async() from elsewhere replaced this run
-        raise call.cancelled_error("stopped by another caller (stop(), continuous() or a new acquisition "
-                                   "of this module)")
+        # PyRPL's stop(), continuous(), a new single_async() from elsewhere or a changed setting
+        # (which restarts a running acquisition) replaced this run
+        raise call.cancelled_error("stopped or restarted by another caller (stop(), continuous(), a new "
+                                   "acquisition of this module, or a change of one of its settings)")
     exc = future.exception()
     if exc is not None:
         raise exc

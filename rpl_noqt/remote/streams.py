@@ -18,6 +18,7 @@ paused or failing stream says so on its topic instead of going silent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -50,6 +51,7 @@ class _Stream:
         self.module = module
         self.leases: dict[str, float] = {}
         self.seq = 0
+        self.restarts = 0
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name=f"rpl-noqt-stream-{module}", daemon=True)
 
@@ -74,6 +76,11 @@ class _Stream:
                     continue
                 try:
                     value = hub.acquire(self.module)
+                except asyncio.CancelledError:
+                    # PyRPL restarts a running acquisition when one of its settings changes (a client set
+                    # scope.duration) or another single() renews the run: take the next one, with the new settings
+                    self.restarts += 1
+                    continue
                 except Exception as exc:  # noqa: BLE001  published to the subscribers, then retried
                     status = self._status(status, "error", str(exc), error=exc)
                     time.sleep(_RETRY_S)
@@ -84,8 +91,15 @@ class _Stream:
                 encoded, frames = payloads.encode(value)
                 hub.publisher.publish(f"stream/{self.module}", {"seq": self.seq, "t": time.time(), "value": encoded},
                                       frames)
+        except BaseException:
+            logger.exception("stream %s stopped by an unexpected error; its subscribers will resubscribe", self.module)
+            raise
         finally:
-            logger.info("stream %s ended after %d acquisition(s)", self.module, self.seq)
+            with hub.mutex:  # never leave a dead loop registered: a later start() would join it and wait for ever
+                if hub.streams.get(self.module) is self:
+                    del hub.streams[self.module]
+            logger.info("stream %s ended after %d acquisition(s) (%d restarted by a settings change)", self.module,
+                        self.seq, self.restarts)
 
     def _status(self, previous: str | None, state: str, reason: str, error: BaseException | None = None) -> str:
         key = f"{state}:{reason}"
@@ -131,7 +145,7 @@ class StreamHub:
             if self._closed:
                 raise BoardConnectionError(self.surface.board, "stream", "the server is shutting down")
             stream = self.streams.get(name)
-            fresh = stream is None or stream.stopping
+            fresh = stream is None or stream.stopping or not stream.thread.is_alive()
             if fresh:
                 stream = self.streams[name] = _Stream(self, name)
             assert stream is not None

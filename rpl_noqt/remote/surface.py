@@ -12,12 +12,13 @@ the names the registry holds are ever looked up on a PyRPL object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import BoardLockedError
+from ..errors import BoardLockedError, CallCancelledError
 from .errors import RemoteNameError
 from .registry import MethodSpec, ModuleSpec, Registry
 
@@ -150,7 +151,11 @@ class BoardSurface:
         args, kwargs = _bind(module, method, args, kwargs)
         if method.writes:
             self.locks.check(requester, path, "call")
-        return getattr(self._modules[module.name], method.name)(*args, **kwargs)
+        try:
+            return getattr(self._modules[module.name], method.name)(*args, **kwargs)
+        except asyncio.CancelledError:  # PyRPL's run was renewed under this call: say so, as an Exception
+            raise CallCancelledError(module.name, method.name, detail="the acquisition was restarted (a setting "
+                                     "of the module changed, or another single() started)") from None
 
     def call_long(self, path: str, args: Sequence[Any], kwargs: Mapping[str, Any], requester: str,
                   control: Any) -> Any:
