@@ -25,12 +25,18 @@ part 4):
   of each access over the wire, p50/p99/max per round, and the model's own
   time for each (the server thread's CPU time inside the model); then the
   same with the Fabry-Perot plant behind the outputs instead of the cables
-  (drift and acoustic noise: the plant's 50 ms ticker steps the model too)
-  and pid1's integrator off (through a plant the two PIDs are coupled: each
-  access then steps both in up to 64 chunks through the plant, about 0.5 s).
+  (drift and acoustic noise), both PIDs integrating (through the plant
+  pid1's input, in2, hears pid0's output: pid0 is stepped first, pid1 after
+  it on pid0's trajectory); and once more with pid1 also driving out2, so
+  that each PID's output reaches the other's input (stepped together,
+  ``pid.advance_coupled``; before, each access stepped both in up to 64
+  chunks through the plant, about 0.5 s);
+* a scope curve read through the plant (2 x 2^14 words of 134 ms of
+  averaged samples, both PIDs integrating): about 2 s before.
 
 Goals (issue 13): round trips >= 0.9x the echo, curves >= 0.5x the echo,
-p99 of the busy session <= 5 ms.
+p99 of the busy session <= 5 ms.  ``--sessions`` picks some of
+``echo,boundary,cables,plant,coupled,curve`` (default: all).
 """
 
 from __future__ import annotations
@@ -302,39 +308,79 @@ class _ModelTime:
         return run
 
 
+def plant_curve_read(rounds: int) -> list[float]:
+    """Seconds for one scope curve read (arm, trigger, then 2 x 2^14 words once the
+    134 ms trace is full) with the Fabry-Perot plant and every module running."""
+    times = []
+    with Simulator(seed=0, plant="fabry-perot") as sim:
+        c = Client(sim.port)
+        try:
+            _everything_running(c)
+            time.sleep(1.0)
+            for _ in range(rounds):
+                c.write(SCOPE, 2)
+                c.write(SCOPE, 1)
+                c.write(SCOPE + 0x4, 1)
+                time.sleep(0.15)
+                t0 = time.perf_counter()
+                c.read(SCOPE + 0x1C)
+                c.read(SCOPE + 0x10000, 2**14)
+                c.read(SCOPE + 0x20000, 2**14)
+                times.append(time.perf_counter() - t0)
+        finally:
+            c.close()
+    return times
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+SESSIONS = ("echo", "boundary", "cables", "plant", "coupled", "curve")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="duration of each sample")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sessions", default=",".join(SESSIONS), help=f"some of {','.join(SESSIONS)}")
     args = parser.parse_args(argv)
-    rows = []
-    ratios = {}
-    with EchoServer() as echo, Simulator(seed=0) as sim:
-        for metric, func in (("register round trips/s", register_round_trips), ("scope curves/s", scope_curves)):
-            rates = interleave({"echo": lambda f=func: f(echo.port, args.seconds),
-                                "simulator": lambda f=func: f(sim.port, args.seconds)}, args.rounds)
-            ratio = ratios[metric] = Ratio.of(rates["simulator"], rates["echo"])
-            rows.append((f"{metric}: simulator", f"{median(rates['simulator']):.0f}",
-                         f"echo {median(rates['echo']):.0f}; sim/echo {ratio}"))
-    table("simulator vs echo server (same transport; medians, interleaved)", rows)
-    goal("register round trips, simulator/echo", ratios["register round trips/s"], 0.9, at_most=False)
-    goal("scope curves/s, simulator/echo", ratios["scope curves/s"], 0.5, at_most=False)
+    sessions = set(args.sessions.split(","))
+    unknown = sessions - set(SESSIONS)
+    if unknown:
+        parser.error(f"unknown session(s) {sorted(unknown)}; allowed: {', '.join(SESSIONS)}")
+    if "echo" in sessions:
+        rows = []
+        ratios = {}
+        with EchoServer() as echo, Simulator(seed=0) as sim:
+            for metric, func in (("register round trips/s", register_round_trips), ("scope curves/s", scope_curves)):
+                rates = interleave({"echo": lambda f=func: f(echo.port, args.seconds),
+                                    "simulator": lambda f=func: f(sim.port, args.seconds)}, args.rounds)
+                ratio = ratios[metric] = Ratio.of(rates["simulator"], rates["echo"])
+                rows.append((f"{metric}: simulator", f"{median(rates['simulator']):.0f}",
+                             f"echo {median(rates['echo']):.0f}; sim/echo {ratio}"))
+        table("simulator vs echo server (same transport; medians, interleaved)", rows)
+        goal("register round trips, simulator/echo", ratios["register round trips/s"], 0.9, at_most=False)
+        goal("scope curves/s, simulator/echo", ratios["scope curves/s"], 0.5, at_most=False)
 
-    with Simulator(seed=0) as sim:
-        reads = [boundary_read(sim.port) for _ in range(3)]
-    inside, across = (median([r[i] for r in reads]) for i in (0, 1))
-    table("a scope read of 2^14 words (median of 3)", [
-        ("inside ch1's buffer", f"{inside * 1e3:.2f} ms", ""),
-        ("crossing into ch2 by one word", f"{across * 1e3:.2f} ms", "12.4 s before (a per-word loop)"),
-    ])
+    if "boundary" in sessions:
+        with Simulator(seed=0) as sim:
+            reads = [boundary_read(sim.port) for _ in range(3)]
+        inside, across = (median([r[i] for r in reads]) for i in (0, 1))
+        table("a scope read of 2^14 words (median of 3)", [
+            ("inside ch1's buffer", f"{inside * 1e3:.2f} ms", ""),
+            ("crossing into ch2 by one word", f"{across * 1e3:.2f} ms", "12.4 s before (a per-word loop)"),
+        ])
 
     goals = []
-    for label, plant in (("the cables out -> in", None), ("a Fabry-Perot plant behind the outputs", "fabry-perot")):
+    for name, label, plant in (
+        ("cables", "the cables out -> in", None),
+        ("plant", "a Fabry-Perot plant behind the outputs, both PIDs integrating", "fabry-perot"),
+        ("coupled", "the Fabry-Perot plant, pid1 also on out2 (each PID reaches the other)", "fabry-perot"),
+    ):
+        if name not in sessions:
+            continue
         rows, p99s = [], []
         with Simulator(seed=0, plant=plant) as sim:
             if plant is None:
@@ -342,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                     sim.model.set_loopback(ch, noise=1e-3)
             setup = Client(sim.port)
             _everything_running(setup)
-            if plant is not None:  # one integrating PID: through a plant every DAC reaches every ADC, so two
-                setup.write(DSP + 0x1010C, 0)  # are coupled, which costs about 0.5 s per access (docs/simulator.md)
+            if name == "coupled":
+                setup.write(DSP + 0x10004, 2)  # pid1 -> out2: the EOM's drive (its DC does not modulate)
             setup.close()
             time.sleep(2.0)  # the server's warm-up (scipy.signal, BLAS libraries) is not part of an access
             model_time = _ModelTime(sim.model)
@@ -359,6 +405,14 @@ def main(argv: list[str] | None = None) -> int:
         goals.append((label, Ratio.of(p99s, [5e-3] * len(p99s))))
     for label, ratio in goals:
         goal(f"p99 of an access with every module running ({label}) / 5 ms", ratio, 1.0)
+
+    if "curve" in sessions:
+        reads = plant_curve_read(args.rounds)
+        table("a scope curve read through the Fabry-Perot plant (every module running, both PIDs integrating)", [
+            (f"{len(reads)} reads", f"median {median(reads) * 1e3:.1f} ms",
+             f"min {min(reads) * 1e3:.1f} ms, max {max(reads) * 1e3:.1f} ms; about 2 s before"),
+        ])
+        goal("a scope curve read through the plant / 100 ms", Ratio.of(reads, [0.1] * len(reads)), 1.0)
     return 0
 
 

@@ -47,6 +47,8 @@ class EvalContext:
         self.rng = rng if noise_scale > 0 else None
         self.noise_scale = noise_scale
         self.overrides: dict[int, float | np.ndarray] = {}  # slot -> forced output (scalar or per time)
+        #: PID slot -> forced integrator value (scalar or per time): the cross tables of coupled PIDs (pid.py)
+        self.ivals: dict[int, float | np.ndarray] = {}
 
 
 class DspBlock:
@@ -72,7 +74,7 @@ class DspBlock:
     def output_direct(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         return self.output_signal(t, ctx)
 
-    def fallback(self, t: np.ndarray) -> np.ndarray:
+    def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
         """Output used when a feedback loop re-enters this module."""
         return np.zeros(np.shape(t))
 
@@ -171,7 +173,7 @@ class DspBus:
         block = self.blocks[7 if slot == 14 else slot]
         key = ("sig", block.number)
         if key in ctx.stack:
-            return block.fallback(t)
+            return block.fallback(t, ctx)
         ctx.stack.add(key)
         try:
             return self._route(slot, t, ctx)
@@ -213,7 +215,7 @@ class DspBus:
         if slot < MODULES:
             key = ("sig", slot)
             if key in ctx.stack:
-                return self.blocks[slot].fallback(t)
+                return self.blocks[slot].fallback(t, ctx)
             ctx.stack.add(key)
             try:
                 return self.blocks[slot].output_direct(t, ctx)

@@ -30,7 +30,7 @@ from .dsp import DSP_BASE, SLOT_NAMES, DspBus, EvalContext
 from .hk import HK_BASE, Hk
 from .iir import Iir
 from .iq import Iq
-from .pid import Pid
+from .pid import Pid, advance_coupled
 from .scope import SCOPE_BASE, Scope
 from .trig import Trig
 
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 #: maximum integrator steps per access; implicit Euler keeps long steps stable
 MAX_STEPS = 256
-#: at most this many alternations between coupled PIDs per access
-MAX_CHUNKS = 64
-#: largest change (rate x time) of a slower integrator between two looks at the others
-COUPLING_STEP = 0.05
 _SLOTS = {name: n for n, name in SLOT_NAMES.items()}
 
 
@@ -84,7 +80,7 @@ class FpgaModel:
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
         self._routing_version = 0  # bumped by writes that may change which PIDs move (_active_pids)
-        self._pid_cache: tuple[int, list[Any], list[float], list[Any], list[float]] | None = None
+        self._pid_cache: tuple[int, list[Any], list[float], list[tuple[list[Any], bool]]] | None = None
 
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
@@ -278,7 +274,7 @@ class FpgaModel:
             return
         if self.plant is not None and self.plant.time_varying:
             self._bump(False)  # a drifting plant has changed since the last access, as a register write would
-        pids, rates, coupled, coupled_rates = self._active_pids()
+        pids, rates, groups = self._active_pids()
         if not pids:
             self._t_dyn = now
             return
@@ -286,29 +282,24 @@ class FpgaModel:
         steps = min(MAX_STEPS, max(1, math.ceil(dt_total / max(dt_nom, 1e-8))))
         dt = dt_total / steps
         times = self._t_dyn + dt * np.arange(1, steps + 1)
-        # A PID whose input no other moving PID reaches, and which reaches no
-        # other's input, is stepped in one piece (its feedback table kept
-        # while the registers stay: no other integrator changes it).
-        for p in pids:
-            if p not in coupled:
-                p.advance(times, dt, True)  # type: ignore[attr-defined]
-        # Coupled PIDs see each other's trajectories only from chunk to chunk,
-        # so chunks are short enough for every integrator of the group but
-        # the fastest (whose own loop each step solves implicitly) to move
-        # little within one.
-        if coupled:
-            chunks = 1
-            if len(coupled_rates) > 1:
-                chunks = min(MAX_CHUNKS, steps, max(1, math.ceil(dt_total * coupled_rates[1] / COUPLING_STEP)))
-            alone = len(coupled) == 1
-            for part in (times,) if chunks == 1 else np.array_split(times, chunks):
-                for p in coupled:
-                    p.advance(part, dt, alone)  # type: ignore[attr-defined]
+        # Upstream first: a PID that another moving PID reaches sees that one's
+        # trajectory (its recorded history), exactly.  A PID alone in its group
+        # is stepped in one piece (its feedback table kept while the registers
+        # stay, if no moving PID reaches it); PIDs that reach each other are
+        # stepped together (pid.advance_coupled).
+        for group, alone in groups:
+            if len(group) == 1:
+                group[0].advance(times, dt, alone)  # type: ignore[attr-defined]
+            else:
+                advance_coupled(group, times, dt)
         self._t_dyn = now
 
-    def _active_pids(self) -> tuple[list[Any], list[float], list[Any], list[float]]:
+    def _active_pids(self) -> tuple[list[Any], list[float], list[tuple[list[Any], bool]]]:
         """The PIDs that move, fastest integrator first, and their integrator rates;
-        then those of them coupled to another moving PID, and their rates.
+        then the order to step them in: groups of PIDs that reach each other's
+        inputs (strongly connected through the routing), upstream groups first,
+        fastest first within a group, each with whether no moving PID outside
+        it reaches it.
 
         Which PIDs move and how the routing couples them depends on the DSP
         registers, the cables and the plant only, so the answer is kept until
@@ -317,18 +308,31 @@ class FpgaModel:
         """
         cached = self._pid_cache
         if cached is not None and cached[0] == self._routing_version:
-            return cached[1], cached[2], cached[3], cached[4]
+            return cached[1], cached[2], cached[3]
         # fastest integrator first: the slower ones then see its trajectory, not its old value
         pids = sorted((b for n, b in self.bus.blocks.items() if n < 3 and b.active()),  # type: ignore[attr-defined]
                       key=lambda b: -abs(b.i_rate))  # type: ignore[attr-defined]
         rates = [abs(p.i_rate) for p in pids if p.i_rate]  # type: ignore[attr-defined]  # descending, as pids
-        reaches = {p.number: self.bus.upstream_modules(p.number) - {p.number} for p in pids}
-        numbers = set(reaches)
-        coupled = [p for p in pids if reaches[p.number] & numbers
-                   or any(p.number in reaches[q] for q in numbers if q != p.number)]
-        coupled_rates = [abs(p.i_rate) for p in coupled if p.i_rate]  # type: ignore[attr-defined]
-        self._pid_cache = (self._routing_version, pids, rates, coupled, coupled_rates)
-        return pids, rates, coupled, coupled_rates
+        numbers = {p.number for p in pids}
+        # upstream[n]: the moving PIDs whose outputs may reach PID n's input (conservative)
+        upstream = {p.number: (self.bus.upstream_modules(p.number) - {p.number}) & numbers for p in pids}
+        groups: list[tuple[list[Any], bool]] = []
+        left = list(pids)
+        while left:
+            # a PID none of the remaining ones reaches unless it reaches them back: its group goes next
+            for p in left:
+                group = [q for q in left if q is p or (q.number in upstream[p.number] and p.number in upstream[q.number])]
+                members = {q.number for q in group}
+                outside = {q.number for q in left} - members
+                if not any(upstream[q.number] & outside for q in group):
+                    break
+            else:  # pragma: no cover - the reaching relation is transitive, so some group has no upstream left
+                group, members = list(left), {q.number for q in left}
+            alone = not any(upstream[q.number] - members for q in group)
+            groups.append((group, alone))
+            left = [q for q in left if q.number not in members]
+        self._pid_cache = (self._routing_version, pids, rates, groups)
+        return pids, rates, groups
 
     # -- conveniences for tests (all thread-safe) -----------------------------------------------
     def attach_plant(self, plant: Any) -> None:

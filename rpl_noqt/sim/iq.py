@@ -292,7 +292,7 @@ class Iq(DspBlock):
             return self.pfd.output(t)
         return np.zeros(np.shape(t))
 
-    def fallback(self, t: np.ndarray) -> np.ndarray:
+    def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
         if self.output_select == 1:
             return sat_volts(self._gain(1) / 2.0**17 * np.sin(self.theta(t)))
         if self.output_select == 2:

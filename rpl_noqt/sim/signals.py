@@ -131,6 +131,8 @@ class Spectrum:
 
 #: below this many time x tone products a plain outer product is cheapest
 _SMALL_PHASOR_WORK = 8192
+#: arrays of one repeated time up to this long are summed once (:func:`phasor_sum`)
+_CONSTANT_MAX = 4096
 #: time x tone products per slice of a direct (off-grid) sum: bounds its temporary arrays
 _DIRECT_SLICE = 2**16
 
@@ -148,13 +150,25 @@ def phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
     t = np.asarray(t, dtype=float)
     omegas = np.asarray(omegas, dtype=float).ravel()
     coefs = np.asarray(coefs, dtype=complex).ravel()
+    key = None
+    if t.size >= _MEMO_MIN and omegas.size:
+        key = (omegas.tobytes(), coefs.tobytes(), real, grid)
+        found = _memo_get(t, key)
+        if found is not None:
+            return found
     fast = grid_phasor_sum(t, omegas, coefs, grid=grid, real=real)
     if fast is not None:
+        if key is not None:
+            _memo_put(t, key, fast)
         return fast
     flat = t.ravel()
     out = np.empty(flat.size, dtype=float if real else complex)
     if omegas.size == 0:
         out[:] = 0.0
+        return out.reshape(t.shape)
+    if 1 < flat.size <= _CONSTANT_MAX and flat[0] == flat[-1] and (flat == flat[0]).all():
+        # one instant, many times (a PID's feedback table forces its output over a grid at one time)
+        out[:] = phasor_sum(flat[:1], omegas, coefs, real=real)[0]
         return out.reshape(t.shape)
     step = max(1, _DIRECT_SLICE // omegas.size)
     for start in range(0, flat.size, step):
@@ -164,6 +178,39 @@ def phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
         else:
             out[start:start + step] = dot(np.exp(1j * phase), coefs)
     return out.reshape(t.shape)
+
+
+#: sums over at least this many times are remembered (:func:`_memo_get`)
+_MEMO_MIN = 4096
+#: the last few long sums: ``(times, probe, key, result)``
+_memo: list[tuple[np.ndarray, tuple[float, float, float], tuple[Any, ...], np.ndarray]] = []
+_MEMO_SIZE = 4
+
+
+def _probe(t: np.ndarray) -> tuple[float, float, float]:
+    flat = t.reshape(-1)
+    return float(flat[0]), float(flat[flat.size // 2]), float(flat[-1])
+
+
+def _memo_get(t: np.ndarray, key: tuple[Any, ...]) -> np.ndarray | None:
+    """A copy of the sum of the same tones over the same time array, if it was just computed.
+
+    One evaluation often sums the same tones at the same times twice: a plant's
+    drive through a PID reached once directly and once inside the PID's own
+    loop, the scope's two channels through one cavity.  The array object is
+    held (its id cannot be reused) and three of its values compared (an array
+    written in place since is not taken for the same); a copy is returned, as
+    callers add to their result in place.
+    """
+    for entry in _memo:  # another thread may replace the list: iterate the one read
+        if entry[0] is t and entry[2] == key and entry[1] == _probe(t):
+            return entry[3].copy()
+    return None
+
+
+def _memo_put(t: np.ndarray, key: tuple[Any, ...], result: np.ndarray) -> None:
+    global _memo
+    _memo = [(t, _probe(t), key, result.copy()), *_memo[:_MEMO_SIZE - 1]]
 
 
 def grid_phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
@@ -194,10 +241,32 @@ def grid_phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
     n, tones = flat.size, omegas.size
     if tones == 0 or n < 64 or n * tones <= _SMALL_PHASOR_WORK:
         return None
-    found = (grid[0], grid[1], n, 0.0, 1) if grid is not None else _grid(flat)
+    found = (grid[0], grid[1], n, 0.0, 1) if grid is not None else _grid_of(t, flat)
     if found is None:
         return None
     return _grid_sum(found, omegas, np.asarray(coefs, dtype=complex).ravel(), real).reshape(t.shape)
+
+
+#: the last array whose grid was found, with the answer: one evaluation passes the same time
+#: array to many phasor sums (a plant's drive, its disturbance, its beat), and finding the grid
+#: of 2^17 scope sub-samples costs a millisecond each time
+_last_grid: tuple[Any, tuple[float, float, float], tuple[float, float, int, float, int] | None] | None = None
+
+
+def _grid_of(t: np.ndarray, flat: np.ndarray) -> tuple[float, float, int, float, int] | None:
+    """:func:`_grid` of ``flat`` (a view of ``t``), remembered for the same array object.
+
+    The object is held, so its id cannot be reused; three of its values are
+    compared, so an array written in place since is not taken for the same.
+    """
+    global _last_grid
+    probe = (float(flat[0]), float(flat[flat.size // 2]), float(flat[-1]))
+    last = _last_grid  # one read: another thread may replace it
+    if last is not None and last[0] is t and last[1] == probe:
+        return last[2]
+    found = _grid(flat)
+    _last_grid = (t, probe, found)
+    return found
 
 
 def _grid(flat: np.ndarray) -> tuple[float, float, int, float, int] | None:

@@ -145,6 +145,6 @@ class Trig(DspBlock):
             return np.full(np.shape(t), signed(self.phase, 14) / CODES_PER_VOLT)
         return np.zeros(np.shape(t))
 
-    def fallback(self, t: np.ndarray) -> np.ndarray:
+    def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
         return np.zeros(np.shape(t))
 
