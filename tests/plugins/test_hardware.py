@@ -238,3 +238,23 @@ def test_a_value_the_plugin_accepts_is_never_clamped_on_the_board(board: Board, 
     for value in (high, low):
         setattr(rp_module, name, check_register(name, value, rp_module, name))
         assert getattr(rp_module, name) == pytest.approx(value, abs=1e-9)  # taken as is: not clamped, not wrapped
+
+
+def test_scope_grab_takes_the_next_run_when_settings_change_under_it(board: Board) -> None:
+    """Another program changes the scope while a grab waits: PyRPL restarts the run (asyncio's
+    CancelledError, a BaseException); the grab takes the restarted run instead of escaping."""
+    scope = ScopeDriver(board)
+    scope.configure(input1="in1", trigger_source="ch1_positive_edge", threshold=0.9, decimation=64)  # never
+    elsewhere = board.session.rp.scope
+
+    def change() -> None:
+        time.sleep(0.3)
+        elsewhere.trigger_source = "immediately"  # a settings change restarts the waiting run
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    t0 = time.monotonic()
+    trace = scope.acquire(timeout=10.0)
+    changer.join(10)
+    assert time.monotonic() - t0 < 5.0
+    assert trace.ch1.shape == trace.times.shape and trace.ch1.size > 0

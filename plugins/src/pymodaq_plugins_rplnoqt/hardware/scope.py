@@ -9,6 +9,7 @@ when the trigger channel reads such an input.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,10 @@ SCOPE_SETTINGS = ("input1", "input2", "decimation", "duration", "average", "trac
 
 class AcquisitionTimeout(TimeoutError):
     """No curve arrived in time (typically: the trigger condition never happened)."""
+
+
+class AcquisitionRestarted(RuntimeError):
+    """The acquisition was restarted under the grab again and again (settings changed from elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,24 @@ class ScopeDriver:
                     setattr(s, name, values[name])
         return self.read_settings()
 
+    @staticmethod
+    def _single(s: Any, timeout: float, attempts: int = 3) -> Any:
+        """``s.single()``, taken again when the run is restarted under it.
+
+        PyRPL restarts a running acquisition when one of its settings changes
+        (another plugin, a notebook or a remote client set the scope) and the
+        waiting ``single()`` then raises asyncio's CancelledError, a
+        BaseException that would escape the grab's error handling. The next
+        run has the new settings, so a grab just takes that one.
+        """
+        for attempt in range(attempts):
+            try:
+                return s.single(timeout=timeout)
+            except asyncio.CancelledError:
+                logger.info("scope acquisition restarted by a settings change (attempt %d)", attempt + 1)
+        raise AcquisitionRestarted(f"the scope acquisition was restarted {attempts} times in a row by settings "
+                                   "changes from elsewhere (another plugin or program is changing the scope)")
+
     def acquire(self, timeout: float) -> Trace:
         """A fresh curve: re-arm, wait for the trigger (at most ``timeout`` s past the curve's own length)."""
         check_number("timeout", timeout, 0.0, 3600.0, "s")
@@ -163,7 +186,7 @@ class ScopeDriver:
             input1, input2 = s.input1, s.input2
             expected = float(s.duration) * int(s.trace_average)
         try:
-            curves = s.single(timeout=expected + timeout)
+            curves = self._single(s, expected + timeout)
         except TimeoutError as exc:
             with self.board.lock:
                 trigger = s.trigger_source
