@@ -20,7 +20,8 @@ Measured, interleaved round by round (ratios are medians of per-round ratios):
 1. latency of one call, in us: bare pyleco echo, remote get and set
    (``remote.rp.pid0.setpoint``), the queue design's echo and get, the local get;
 2. ``scope.single()`` curves/s (16384 samples x 2 channels, trigger immediately):
-   remote, local (in-process), and the queue design;
+   remote, local (in-process), and the queue design; and, as a reference for the
+   transport, stock pyleco's round trip with a curve-sized (256 kB) reply;
 3. aggregate throughput of 4 remote clients at once against 1 alone, for gets
    (each client reads its own attribute) and for ``scope.single()``;
 4. curves/s of ``remote.rp.scope.stream()`` (the server's acquisition loop,
@@ -54,6 +55,8 @@ GOAL_GET_VS_ECHO = 1.5
 GOAL_CURVES_VS_LOCAL = 0.8
 GOAL_FOUR_VS_ONE = 0.9
 GOAL_EVENT_MS = 100.0
+#: a reply the size of a scope curve (2 x 16384 float64), for the transport's floor for curves
+CURVE_BYTES = bytes(2 * 16384 * 8)
 SCOPE_SETUP = {"input1": "in1", "input2": "in2", "trigger_source": "immediately", "duration": 0,
                "trace_average": 1, "rolling_mode": False}
 #: what each remote client reads and writes (its own: the board has 3 PIDs)
@@ -115,7 +118,11 @@ def echo_worker(host: str, port: int) -> int:
         def echo(self, value=None):
             return value
 
+        def curve_sized(self, additional_payload=None):
+            return None, [CURVE_BYTES]
+
     handler = Echo("echo", host=host, port=port)
+    handler.register_binary_rpc_method(handler.curve_sized, return_binary_output=True)
     stop = threading.Event()
     thread = threading.Thread(target=handler.listen, kwargs={"stop_event": stop, "waiting_time": 20}, daemon=True)
     thread.start()
@@ -193,6 +200,18 @@ def remote_worker(url: str, host: str, port: int, index: int) -> int:
         comm = Communicator(name=f"benchecho-{os.getpid()}", host=host, port=port, timeout=5)
         comm.open()
         ops["echo"] = _latencies(lambda: comm.ask_rpc("echo", "echo", value=0.125))
+        from pyleco.core.message import Message, MessageTypes
+        from pyleco.json_utils.rpc_generator import RPCGenerator
+
+        curve_request = RPCGenerator().build_request_str(method="curve_sized")
+
+        def echo_curve() -> None:
+            reply = comm.ask_message(Message("echo", sender=comm.full_name, message_type=MessageTypes.JSON,
+                                             data=curve_request))
+            if len(reply.payload) < 2 or len(reply.payload[1]) != len(CURVE_BYTES):
+                raise RuntimeError("the echo server sent no curve-sized frame")
+
+        ops["echo_curve"] = _rate(echo_curve)
     try:
         return serve(ops, hello={"name": r.name})
     finally:
@@ -395,13 +414,22 @@ def _run(args, r0: Worker, remotes: list[Worker], local: Worker, mpq: Worker) ->
     print(f"  bare echo / queue echo p50: {Ratio.of(p50['echo'], p50['queue echo'])}")
 
     curves = interleave({"remote": lambda: r0.call("single", n=10), "local": lambda: local.call("single", n=10),
-                         "queue": lambda: mpq.call("single", n=5)}, args.rounds)
+                         "queue": lambda: mpq.call("single", n=5),
+                         "echo curve": lambda: r0.call("echo_curve", n=20)}, args.rounds)
     remote_vs_local = Ratio.of(curves["remote"], curves["local"])
+    # a reference for the curve transport: the in-process curve plus a round trip of stock pyleco (its
+    # Communicator and MessageHandler, which format messages into debug strings) with a curve-sized reply
+    floor = [1.0 / (1.0 / lo + 1.0 / e) for lo, e in zip(curves["local"], curves["echo curve"])]
     table("scope.single() curves/s (16384 samples x 2 channels, trigger immediately)", [
         ("remote (binary LECO frames)", f"{median(curves['remote']):.0f} /s", f"remote/local {remote_vs_local}"),
         ("in-process", f"{median(curves['local']):.0f} /s", ""),
         ("multiprocessing queue, lists", f"{median(curves['queue']):.0f} /s",
          f"remote/queue {Ratio.of(curves['remote'], curves['queue'])}"),
+        ("stock pyleco request, 256 kB reply (no board)", f"{median(curves['echo curve']):.0f} /s",
+         f"{1e3 / median(curves['echo curve']):.2f} ms per round trip"),
+        ("reference: in-process curve + that round trip", f"{median(floor):.0f} /s",
+         f"reference/local {Ratio.of(floor, curves['local'])}; remote/reference "
+         f"{Ratio.of(curves['remote'], floor)}"),
     ])
 
     streams = interleave({"stream": lambda: r0.call("stream", n=20), "local": lambda: local.call("single", n=10)},
