@@ -54,6 +54,20 @@ def fake_pyrpl(tmp_path):
 
 
 @pytest.fixture
+def fixed_sim():
+    """A simulator on a fixed port, so it can be stopped and started again with its state."""
+    from helpers import free_port
+    from rpl_noqt.sim import Simulator
+
+    sim = Simulator(port=free_port())
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
 def no_leaked_threads():
     """Fail if a test leaves threads behind (the loop thread is shared and allowed)."""
     before = {t.ident for t in threading.enumerate()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,13 +14,11 @@ from typing import Any
 import rpl_noqt
 from rpl_noqt.sim import Simulator
 
+from helpers import free_port
+
+__all__ = ("CHILD_TIMEOUT_S", "child", "free_port", "reap", "served_in_process", "wait_line")
+
 CHILD_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

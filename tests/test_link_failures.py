@@ -23,28 +23,12 @@ import pytest
 import rpl_noqt
 from rpl_noqt import BoardConnectionError, BoardTimeoutError
 from rpl_noqt.sim import Simulator
+from helpers import free_port  # noqa: E402
 from rpl_noqt.sim.faults import FaultAction, Faults
 
 IO = 1.0  # the I/O deadline most tests use (the default 2 s is tested too)
 CONNECT = 1.5
 SLACK = 1.0  # "within deadline + 1 s"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def fixed_sim():
-    """A simulator on a fixed port, so it can be stopped and started again with its state."""
-    sim = Simulator(port=_free_port())
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture
@@ -373,7 +357,7 @@ def test_connect_to_an_unreachable_host_fails_within_the_connect_timeout():
 
 
 def test_connect_to_a_closed_port_fails_and_the_next_connect_works_at_once():
-    port = _free_port()
+    port = free_port()
     _, exc, took = _timed(lambda: rpl_noqt.connect("127.0.0.1", port, ssh=False, connect_timeout=1.0))
     assert isinstance(exc, BoardConnectionError), repr(exc)
     assert took < 1.0 + 0.3
@@ -403,7 +387,7 @@ class _DeadAfter(Faults):
 
 @pytest.mark.parametrize("answered", [0, 1, 3, 7])  # a direct connect makes about a dozen requests
 def test_a_connect_that_fails_midway_leaks_no_socket(answered):
-    port = _free_port()
+    port = free_port()
     with Simulator(port=port, faults=_DeadAfter(answered)) as sim:
         _, exc, took = _timed(lambda: rpl_noqt.connect(sim.host, port, ssh=False, io_timeout=IO,
                                                       connect_timeout=CONNECT))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,6 @@ import rpl_noqt
 from rpl_noqt import BoardConnectionError, BoardTimeoutError, CallCancelledError
 from rpl_noqt.runtime import loop as rpl_loop
 from rpl_noqt.remote.longcall import LONG_METHODS, CallControl, run_long_call, supports
-from rpl_noqt.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -113,23 +111,6 @@ def _lock_free(session) -> bool:
     if ok:
         session.lock.release()
     return ok
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def fixed_sim():
-    """A simulator on a fixed port, so it can be stopped and started again with its state."""
-    sim = Simulator(port=_free_port())
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ pytest.importorskip("pyleco", reason="remote sessions need the [remote] extra (p
 import rpl_noqt  # noqa: E402
 from rpl_noqt.errors import BoardConnectionError, CallCancelledError  # noqa: E402
 from rpl_noqt.remote.errors import RemoteNameError  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from remote_helpers import CHILD_TIMEOUT_S, child, served_in_process  # noqa: E402
 
 POINTS = 120
@@ -43,21 +44,12 @@ def _na_iq(served):
     return served.session.pyrpl.networkanalyzer.iq  # the IQ module the board's NA drives
 
 
-def _wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def test_progress_reaches_the_client_and_ends_at_one(remote):
     reports: list[dict] = []
     call = remote.pyrpl.networkanalyzer.single.submit(on_progress=reports.append)
     data = call.result(timeout=60)
     assert data.shape == (POINTS,)
-    assert _wait_until(lambda: reports and reports[-1]["fraction"] == 1.0, 2)
+    assert wait_until(lambda: reports and reports[-1]["fraction"] == 1.0, 2)
     done = [r["done"] for r in reports]
     assert done == sorted(done) and reports[-1]["done"] == reports[-1]["total"] == POINTS
     assert len(reports) >= 2  # reports while it ran, not only the last
@@ -68,7 +60,7 @@ def test_progress_reaches_the_client_and_ends_at_one(remote):
 
 def test_cancel_mid_sweep_leaves_the_board_stopped(remote, served):
     call = remote.pyrpl.networkanalyzer.single.submit()
-    assert _wait_until(lambda: call.progress is not None and call.progress["done"] >= 10, 30), call.progress
+    assert wait_until(lambda: call.progress is not None and call.progress["done"] >= 10, 30), call.progress
     t0 = time.monotonic()
     assert call.cancel() is True
     with pytest.raises(CallCancelledError) as info:
@@ -107,7 +99,7 @@ def test_ctrl_c_while_waiting_cancels_on_the_server(remote, served):
     finally:
         timer.cancel()
     assert time.monotonic() - t0 < 5
-    assert _wait_until(lambda: remote.pyrpl.networkanalyzer.running_state == "stopped", 5)
+    assert wait_until(lambda: remote.pyrpl.networkanalyzer.running_state == "stopped", 5)
     assert getattr(remote.rp, _na_iq(served).name).amplitude == 0.0
     remote.rp.pid0.setpoint = 0.01  # the session still works
     assert remote.rp.pid0.setpoint == pytest.approx(0.01, abs=1e-3)
@@ -123,7 +115,7 @@ with rpl_noqt.connect(sys.argv[1], io_timeout=5) as r:
 
 def test_another_client_cannot_cancel_my_call(remote):
     call = remote.pyrpl.networkanalyzer.single.submit()
-    assert _wait_until(lambda: call.progress is not None, 30)
+    assert wait_until(lambda: call.progress is not None, 30)
     other = child(OTHER, remote.url, call.id)
     out, err = other.communicate(timeout=CHILD_TIMEOUT_S)
     assert other.returncode == 0, err[-2000:]
@@ -142,7 +134,7 @@ def test_submit_checks_arguments_before_sending(remote):
 
 def test_board_dropping_mid_sweep_ends_the_call_with_the_board_error(remote, served):
     call = remote.pyrpl.networkanalyzer.single.submit()
-    assert _wait_until(lambda: call.progress is not None, 30)
+    assert wait_until(lambda: call.progress is not None, 30)
     served.sim.faults.garble = 10_000
     try:
         with pytest.raises(BoardConnectionError):
@@ -156,7 +148,7 @@ def test_board_dropping_mid_sweep_ends_the_call_with_the_board_error(remote, ser
 def test_sets_and_gets_are_served_while_a_sweep_runs(remote):
     remote.pyrpl.networkanalyzer.points = 2000  # a sweep of a few seconds
     call = remote.pyrpl.networkanalyzer.single.submit()
-    assert _wait_until(lambda: call.progress is not None, 30)
+    assert wait_until(lambda: call.progress is not None, 30)
     remote.rp.pid0.setpoint = 0.05
     assert remote.rp.pid0.setpoint == pytest.approx(0.05, abs=1e-3)
     assert not call.done()  # served between the sweep's points, not after it

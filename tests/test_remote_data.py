@@ -24,6 +24,7 @@ from rpl_noqt.errors import BoardConnectionError, BoardLockedError  # noqa: E402
 from rpl_noqt.remote.errors import RemoteNameError  # noqa: E402
 from rpl_noqt.remote.streams import LEASE_S  # noqa: E402
 from rpl_noqt.remote.streams_client import StreamClosedError  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from remote_helpers import CHILD_TIMEOUT_S, child, free_port, reap, served_in_process, wait_line  # noqa: E402
 
 
@@ -464,7 +465,7 @@ def test_isolated_sessions_have_events_and_streams(sim):
         events.attribute_changed.connect(on_freq, sender=session.rp.asg0)
         try:
             session.rp.asg0.frequency = 2500.0
-            assert _wait(lambda: got, 3)
+            assert wait_until(lambda: got, 3)
         finally:
             events.attribute_changed.disconnect(on_freq, sender=session.rp.asg0)
         assert got[-1] == pytest.approx(2500.0, rel=1e-4)
@@ -473,11 +474,6 @@ def test_isolated_sessions_have_events_and_streams(sim):
             assert stream.get(timeout=10).shape == (2, 16384)
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 @pytest.mark.parametrize("payload", [b"\xff\xfe not json", b"[]", b"{}", b'{"jsonrpc": "2.0", "id": 1}',
@@ -526,7 +522,7 @@ def test_a_listening_client_resubscribes_after_a_server_restart(tmp_path):
                     values = [3000.0 + 10 * i for i in range(160)]
                     writer = _child(server.url, "set", json.dumps(values))
                     _result(writer)
-                    assert _wait(lambda: got, 5), "no event after the restart"
+                    assert wait_until(lambda: got, 5), "no event after the restart"
                     assert got[-1] == pytest.approx(values[-1], rel=1e-4)
                 finally:
                     events.attribute_changed.disconnect(on_freq, sender=listener.rp.asg1)
@@ -544,7 +540,7 @@ def test_a_stream_goes_on_while_clients_change_the_modules_settings(remote, serv
             time.sleep(0.02)
         remote.rp.scope.duration = 0.001
         n = stream.received
-        assert _wait(lambda: stream.received > n + 2, 10), stream
+        assert wait_until(lambda: stream.received > n + 2, 10), stream
         loop = served.actor.streams.streams["scope"]
         assert loop.thread.is_alive()
 
