@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: maximum integrator steps per access; implicit Euler keeps long steps stable
 MAX_STEPS = 256
+#: the same for PIDs that reach each other (stepped together, ``pid.advance_coupled``): the
+#: coupling through the others' integrators is explicit, so their steps stay short longer
+MAX_COUPLED_STEPS = 4096
 _SLOTS = {name: n for n, name in SLOT_NAMES.items()}
 
 
@@ -290,8 +293,14 @@ class FpgaModel:
         for group, alone in groups:
             if len(group) == 1:
                 group[0].advance(times, dt, alone)  # type: ignore[attr-defined]
-            else:
+                continue
+            # PIDs stepped together see each other's integrators one step late: their steps
+            # stay at the nominal length for up to MAX_COUPLED_STEPS (a gap of 4 s at 1 ms)
+            fine = min(MAX_COUPLED_STEPS, max(steps, math.ceil(dt_total / max(dt_nom, 1e-8))))
+            if fine == steps:
                 advance_coupled(group, times, dt)
+            else:
+                advance_coupled(group, self._t_dyn + (dt_total / fine) * np.arange(1, fine + 1), dt_total / fine)
         self._t_dyn = now
 
     def _active_pids(self) -> tuple[list[Any], list[float], list[tuple[list[Any], bool]]]:

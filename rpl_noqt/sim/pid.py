@@ -148,15 +148,18 @@ class Pid(DspBlock):
             return x - self.model.bus.input_of(other, t, ctx)
         return x - self.setpoint
 
+    def _ival_for(self, t: np.ndarray, ctx: EvalContext | None) -> np.ndarray:
+        """The integrator at times ``t``: its history, or what ``ctx`` forces it to (cross tables)."""
+        forced = None if ctx is None else ctx.ivals.get(self.number)
+        if forced is None:
+            return self.ival_at(t)
+        return np.broadcast_to(np.asarray(forced, dtype=float), np.shape(t))
+
     def output_signal(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
-        forced = ctx.ivals.get(self.number)
-        ival = self.ival_at(t) if forced is None else forced
-        return self.clamp(ival + self.p_gain * self.error(t, ctx))
+        return self.clamp(self._ival_for(t, ctx) + self.p_gain * self.error(t, ctx))
 
     def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
-        forced = None if ctx is None else ctx.ivals.get(self.number)
-        ival = self.ival_at(t) if forced is None else forced
-        return self.clamp(ival + self.p_gain * self.last_err)
+        return self.clamp(self._ival_for(t, ctx) + self.p_gain * self.last_err)
 
     def tone_response(self, freqs: np.ndarray) -> np.ndarray:
         """Steady-state response to tones (not to DC) at ``freqs``, from the RTL pipeline.
@@ -327,8 +330,17 @@ class _Loop:
     or above the table the output sits on its clamp.  That keeps a fast
     integrator on a rail from jumping across the linear region in one step,
     and follows a loop that only closes once another module leaves its rail.
-    Positive feedback (the left side not increasing) is stepped explicitly
-    and runs away, as on the hardware.
+
+    Where the left side is not increasing everywhere (a Pound-Drever-Hall
+    error over the whole piezo range: negative feedback around each
+    resonance, positive between them, once ``k_dt`` times the slope exceeds
+    one), the step takes the root reached first from the present output in
+    the direction the equation pushes it (:meth:`_walk`): the stable branch
+    the loop sits on when it is locked, so a long step stays implicit and
+    stable there (before, such tables were stepped explicitly, and steps of
+    more than a few ms unlocked a 100 Hz PDH lock); across a positive-feedback
+    stretch to the next stable branch or the rail, i.e. it runs away, as on
+    the hardware.  A choice: within a step the runaway is complete.
     """
 
     __slots__ = ("outs", "feedback", "lhs", "p", "k_dt", "c", "monotonic")
@@ -341,6 +353,44 @@ class _Loop:
 
     def _at(self, out: float) -> float:
         return float(np.interp(out, self.outs, self.feedback))
+
+    def _walk(self, out: float, target: float) -> float:
+        """``F`` at the first root of ``lhs(x) = target`` from ``out`` towards it, or at the clamp.
+
+        ``lhs`` is piecewise linear on the table; from the segment holding
+        ``out`` the walk goes right if ``lhs(out) < target``, left if above,
+        until a segment crosses ``target``.  ``lhs(out) == target`` (to float
+        rounding) stays: a loop exactly at its equilibrium, also an unstable
+        one, as the board's integer sum does.
+        """
+        outs, lhs, feedback = self.outs, self.lhs, self.feedback
+        last = len(outs) - 1
+        j = min(max(bisect.bisect_right(outs, out) - 1, 0), last - 1)  # segment [j, j + 1] holds out
+        x0 = outs[j]
+        here = lhs[j] + (out - x0) / (outs[j + 1] - x0) * (lhs[j + 1] - lhs[j])
+        if abs(here - target) <= 1e-12:  # float rounding of the table, far below a code (1.2e-4 V)
+            return self._at(out)
+        if here < target:  # rightwards: from out to the end of each segment
+            start, level = out, here
+            while True:
+                end = lhs[j + 1]
+                if end >= target:
+                    x = start + (target - level) / (end - level) * (outs[j + 1] - start) if end != level else start
+                    return self._at(x)
+                if j + 1 == last:
+                    return feedback[last]
+                j += 1
+                start, level = outs[j], lhs[j]
+        start, level = out, here  # leftwards
+        while True:
+            end = lhs[j]
+            if end <= target:
+                x = start + (target - level) / (end - level) * (outs[j] - start) if end != level else start
+                return self._at(x)
+            if j == 0:
+                return feedback[0]
+            j -= 1
+            start, level = outs[j + 1], lhs[j + 1]
 
     def run(self, ival: float, err: float, e_ext: list[float]) -> tuple[float, float, list[float]]:
         """Step through ``e_ext``: ``(integrator value, error, integrator history)``.
@@ -368,9 +418,8 @@ class _Loop:
                     l0 = lhs[j - 1]
                     f0 = feedback[j - 1]
                     f = f0 + (target - l0) / (lhs[j] - l0) * (feedback[j] - f0)
-            else:  # positive feedback: explicit, from the present output
-                out = min(max(ival + p * err, lo), hi)
-                f = self._at(out)
+            else:  # not monotonic: the root on the present output's side (see the class doc)
+                f = self._walk(min(max(ival + p * err, lo), hi), ival + c * e0)
             err = e0 + f
             ival = round((ival + k_dt * err) * steps_per_volt) / steps_per_volt
             if ival > IVAL_MAX:
