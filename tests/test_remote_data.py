@@ -379,8 +379,9 @@ def test_many_threads_share_one_session_without_loss(remote):
     stop = time.monotonic() + 4.0
     errors: list[str] = []
     counts = [0] * 9
+    # registers without a loop behind them: gains would close PID loops through the simulated cables
     owned = [("pid0", "setpoint"), ("pid1", "setpoint"), ("pid2", "setpoint"), ("asg1", "offset"),
-             ("pid0", "p"), ("pid1", "p"), ("pid2", "p"), ("asg0", "offset")]
+             ("pid0", "max_voltage"), ("pid1", "max_voltage"), ("pid2", "max_voltage"), ("asg0", "offset")]
 
     def worker(i: int) -> None:
         module_name, attribute = owned[i]
@@ -594,3 +595,15 @@ def test_the_same_through_a_plain_leco_call_action(remote, served):
     assert isinstance(box.get("error"), CallCancelledError), box
     assert all(t.is_alive() for t in served.actor._workers)
     remote.rp.scope.trigger_source = "immediately"
+
+
+def test_a_single_without_trigger_times_out_as_in_process(remote):
+    remote.rp.scope.trigger_source = "ch1_positive_edge"
+    remote.rp.scope.threshold = 0.9  # never reached
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="Timeout exceeded"):
+            remote.rp.scope.single(timeout=0.3)
+        assert time.monotonic() - t0 < 5
+    finally:
+        remote.rp.scope.trigger_source = "immediately"

@@ -93,7 +93,10 @@ def translate(exc: BaseException) -> _Refusal:
                         cause=exc.cause, address=exc.address, timeout=isinstance(exc, BoardTimeoutError))
     if isinstance(exc, (ValueError, TypeError)):
         return _refusal(ErrorCode.VALUE, str(exc), type=type(exc).__name__)
-    logger.warning("remote call failed on the server", exc_info=exc)
+    if isinstance(exc, TimeoutError):  # an acquisition's own timeout: the caller's news, not the server's
+        logger.info("remote call timed out on the server: %s", exc)
+    else:
+        logger.warning("remote call failed on the server", exc_info=exc)
     return _refusal(ErrorCode.CALL_FAILED, f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
 
 
@@ -353,10 +356,10 @@ class BoardActor(MessageHandler):
         if self._replies in socks:
             while True:  # forward every reply the workers finished
                 try:
-                    frames = self._replies.recv_multipart(zmq.NOBLOCK)
+                    frames = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)  # a curve: no copy here
                 except zmq.Again:
                     break
-                self.socket.send_multipart(frames)
+                self.socket.send_multipart(frames, copy=False)
             del socks[self._replies]
         return socks
 
@@ -416,7 +419,7 @@ class BoardActor(MessageHandler):
                     continue
                 response.sender = self.full_name.encode()
                 try:
-                    push.send_multipart(response.to_frames())
+                    push.send_multipart(response.to_frames(), copy=False)  # bytes frames: nothing to copy
                 except zmq.ZMQError:  # shutting down: the listener is gone
                     return
         finally:

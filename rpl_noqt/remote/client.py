@@ -90,6 +90,8 @@ def _error_from_reply(exc: JSONRPCError, board: str) -> Exception:
                                   detail=str(data.get("detail", "")))
     if error.code == ErrorCode.CLOSING:
         return BoardConnectionError(board, "call", error.message)
+    if data.get("type") == "TimeoutError":  # e.g. scope.single(timeout) without a trigger: as in-process
+        return TimeoutError(f"{board}: {error.message}")
     return RemoteCallError(f"{board}: {error.message}", str(data.get("type", "")))
 
 

@@ -109,9 +109,16 @@ class _BoundSocket(ZmqMultiSocket):
         self._sock.bind(f"tcp://{_zmq_host(self._host)}:{port}")
 
     def read_message(self) -> tuple[bytes, Message]:
-        identity, message = super().read_message()
-        message.payload = _Frames(message.payload)
-        return identity, message
+        # The envelope and the first (JSON) payload frame as bytes, as pyleco reads them; binary frames
+        # after it (a 256 kB curve) stay zmq frames and go out again without being copied.
+        identity, *frames = self._sock.recv_multipart(copy=False)
+        head = [f.bytes for f in frames[:5]]
+        message = Message.from_frames(*head)
+        message.payload = _Frames([*message.payload, *frames[5:]])
+        return identity.bytes, message
+
+    def send_message(self, identity: bytes, message: Message) -> None:
+        self._sock.send_multipart((identity, *message.to_frames()), copy=False)
 
 
 class EmbeddedCoordinator:

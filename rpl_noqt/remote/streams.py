@@ -40,6 +40,8 @@ STREAMABLE: Mapping[str, str] = {"Scope": "single", "SpectrumAnalyzer": "single"
 #: seconds a subscriber counts without renewing
 LEASE_S = 5.0
 _RETRY_S = 0.5
+#: a stream's scope curve may take this long beyond its own length before it counts as "no trigger"
+SCOPE_MARGIN_S = 5.0
 _PAUSE_S = 0.2
 
 
@@ -186,8 +188,9 @@ class StreamHub:
         acting_for(None)
         kind = type(obj).__name__
         method = getattr(obj, STREAMABLE[kind])
-        if kind == "Scope":  # a trigger that never comes must not stall the loop for ever
-            return method(timeout=max(1.0, 2.0 * float(obj.duration) + 1.0))
+        if kind == "Scope":  # a trigger that never comes must not stall the loop for ever (but a busy
+            # board or machine must not make a curve that does come a timeout either)
+            return method(timeout=2.0 * float(obj.duration) * max(1, int(obj.trace_average)) + SCOPE_MARGIN_S)
         return method()
 
     def close(self, timeout: float = 1.0) -> None:
