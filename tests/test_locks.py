@@ -125,3 +125,53 @@ def test_held_locks_lists_only_the_callers_in_acquisition_order():
 def test_release_unheld_lock_raises():
     with pytest.raises(RuntimeError, match="does not hold it"):
         DeviceLock("t").release()
+
+
+def test_fifo_lock_hands_over_in_arrival_order():
+    """Six threads queue one after another while the lock is held; they get it in that order
+    (threading.Lock promises no order), and a releasing thread cannot barge back in front."""
+    from rpl_noqt.runtime.locks import FifoLock
+
+    lock = FifoLock()
+    order: list[int] = []
+    assert lock.acquire()
+
+    def waiter(i: int) -> None:
+        with lock:
+            order.append(i)
+
+    threads = []
+    for i in range(6):
+        t = threading.Thread(target=waiter, args=(i,))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 5
+        while len(lock._waiters) < i + 1 and time.monotonic() < deadline:  # queued before the next starts
+            time.sleep(0.001)
+    lock.release()
+    assert lock.acquire(timeout=5)  # queues behind all six, does not barge
+    order.append(99)
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2, 3, 4, 5, 99]
+
+
+def test_fifo_lock_cancelled_wait_gives_up_its_place_and_timeouts_hold():
+    from rpl_noqt.runtime.locks import FifoLock
+
+    lock = FifoLock()
+    assert lock.acquire()
+    flag = threading.Event()
+    threading.Timer(0.1, flag.set).start()
+    t0 = time.monotonic()
+    assert lock.acquire(cancelled=flag.is_set, poll=0.01) is False
+    assert 0.05 < time.monotonic() - t0 < 1.0
+    assert lock.acquire(timeout=0.05) is False
+    assert lock.acquire(blocking=False) is False
+    lock.release()
+    assert not lock.locked()
+    assert lock.acquire(blocking=False)  # nobody left queued: a cancelled waiter does not hold a turn
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()

@@ -51,6 +51,8 @@ from typing import Any
 from ..runtime import blocking
 from ..runtime import loop as _loop
 from ..errors import CallCancelledError, LoopThreadError
+from ..runtime.locks import FifoLock
+from ..runtime.threadsafe import run_lock_of
 
 __all__ = ("LONG_METHODS", "CallCancelledError", "CallControl", "run_long_call", "supports")
 
@@ -76,9 +78,8 @@ HEARTBEAT_S = 1.0
 _QUEUE_POLL_S = 0.02
 #: The shortest wait between two looks at the run (a min_interval of 0 must not spin)
 _MIN_TICK_S = 0.005
-# rpl_noqt.runtime.threadsafe queues blocking single() calls of one module on this lock (created lazily in the
-# module's __dict__); a long call takes the same lock, so it queues with them instead of cancelling them
-_RUN_LOCK_ATTR = "_rpl_noqt_run_lock"
+# A long call takes the lock rpl_noqt.runtime.threadsafe queues blocking single() calls of one module on
+# (run_lock_of), so it queues with them instead of cancelling them.
 
 _UNITS = {"NetworkAnalyzer": "points", "SpectrumAnalyzer": "spectra", "Scope": "curves", "Sampler": "chunks",
           "Iq": "ms"}
@@ -241,10 +242,9 @@ def _run_acquisition(call: _Call, timeout: float | None) -> Any:
 
     run_lock = _run_lock(module)
     with blocking.released_locks():  # the run needs the board on the loop thread; reports hold nothing
-        while not run_lock.acquire(timeout=_QUEUE_POLL_S):
-            if control.cancelled:
-                raise call.cancelled_error("cancelled while queued behind another acquisition of the module; "
-                                           "the board was not touched")
+        if not run_lock.acquire(cancelled=lambda: control.cancelled, poll=_QUEUE_POLL_S):  # in turn, no barging
+            raise call.cancelled_error("cancelled while queued behind another acquisition of the module; "
+                                       "the board was not touched")
         try:
             if control.cancelled:
                 raise call.cancelled_error("cancelled before it started; the board was not touched")
@@ -440,8 +440,5 @@ def _check_timeout(timeout: object) -> float | None:
     return max(0.0, float(timeout))
 
 
-def _run_lock(module: Any) -> threading.Lock:
-    lock = module.__dict__.get(_RUN_LOCK_ATTR)
-    if lock is None:
-        lock = module.__dict__.setdefault(_RUN_LOCK_ATTR, threading.Lock())  # atomic: one lock wins
-    return lock
+def _run_lock(module: Any) -> FifoLock:
+    return run_lock_of(module)  # the one blocking single() calls queue on

@@ -24,12 +24,13 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from . import blocking
 
-__all__ = ("FAIR_AFTER_S", "DeviceLock", "set_watchdog", "watchdog_threshold")
+__all__ = ("FAIR_AFTER_S", "DeviceLock", "FifoLock", "set_watchdog", "watchdog_threshold")
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +235,63 @@ def _watch(threshold: float, stop: threading.Event) -> None:
                 "board lock %s held for %.2f s (> %.2f s) by thread %s; its stack:\n%s",
                 lock.name, lock.held_for(), threshold, holder.name if holder else owner, stack,
             )
+
+
+class FifoLock:
+    """A plain (non-reentrant) lock handed over in arrival order.
+
+    ``threading.Lock`` lets a thread that releases and at once acquires
+    again win over threads already waiting: a stream's acquisition loop did
+    that to the ``single()`` calls queued on the same module, which then
+    waited for tens of seconds. Here a release hands the lock to the oldest
+    waiter directly. ``acquire(cancelled=...)`` waits in place (it does not
+    lose its turn) and gives up when ``cancelled()`` turns true, looking
+    every ``poll`` seconds.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locked = False
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, *,
+                cancelled: Callable[[], bool] | None = None, poll: float = 0.02) -> bool:
+        with self._mutex:
+            if not self._locked and not self._waiters:
+                self._locked = True
+                return True
+            if not blocking:
+                return False
+            gate = threading.Event()
+            self._waiters.append(gate)
+        deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - _monotonic()
+            step = remaining if cancelled is None else (poll if remaining is None else min(poll, remaining))
+            if gate.wait(None if step is None else max(0.0, step)):
+                return True
+            if (cancelled is not None and cancelled()) or (deadline is not None and _monotonic() >= deadline):
+                with self._mutex:
+                    if gate.is_set():  # handed over meanwhile: ours now
+                        return True
+                    self._waiters.remove(gate)
+                    return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._locked:
+                raise RuntimeError("release of an unlocked FifoLock")
+            if self._waiters:
+                self._waiters.popleft().set()  # stays locked: ownership passes to the oldest waiter
+            else:
+                self._locked = False
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def __enter__(self) -> FifoLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

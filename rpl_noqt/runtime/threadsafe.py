@@ -45,10 +45,10 @@ from . import blocking
 from ..board import policy as link_policy
 from ..board.client import LOCK_ATTR, BoardClient, BoardClosedError, starting_client_of
 from ..errors import BoardConnectionError
-from .locks import DeviceLock
+from .locks import DeviceLock, FifoLock
 from .patching import PatchRecord
 
-__all__ = ("BoardClosedError", "board_lock", "install")
+__all__ = ("BoardClosedError", "board_lock", "install", "run_lock_of")
 
 logger = logging.getLogger(__name__)
 
@@ -533,6 +533,19 @@ def _patch_memory_writes(module: types.ModuleType, record: PatchRecord) -> None:
                            "the save timer writes the config under the board lock (no dict mutated mid-dump)")
 
 
+def run_lock_of(module: Any) -> FifoLock:
+    """The lock that queues one acquisition module's runs (blocking ``single()``, remote long calls).
+
+    First come, first served (:class:`~rpl_noqt.runtime.locks.FifoLock`): a
+    thread taking curve after curve cannot starve another one's ``single()``.
+    """
+    run_lock = module.__dict__.get("_rpl_noqt_run_lock")
+    if run_lock is None:
+        with _CLIENT_LOCK_LOCK:
+            run_lock = module.__dict__.setdefault("_rpl_noqt_run_lock", FifoLock())
+    return run_lock
+
+
 def _patch_acquisitions(module: types.ModuleType, record: PatchRecord) -> None:
     cls = module.AcquisitionModule
     func = cls.__dict__["single"]
@@ -541,10 +554,7 @@ def _patch_acquisitions(module: types.ModuleType, record: PatchRecord) -> None:
 
     @functools.wraps(func)
     def single(self: Any, *args: Any, **kwargs: Any) -> Any:
-        run_lock = self.__dict__.get("_rpl_noqt_run_lock")
-        if run_lock is None:
-            with _CLIENT_LOCK_LOCK:
-                run_lock = self.__dict__.setdefault("_rpl_noqt_run_lock", threading.Lock())
+        run_lock = run_lock_of(self)
         if not run_lock.acquire(blocking=False):
             # wait for the running acquisition without holding the board,
             # or its owner could not finish (lock order: run lock, then board)
