@@ -82,8 +82,9 @@ class FpgaModel:
         self.dio = Dio0(self)
         self._t_dyn = self.clock.now()
         self.version = 0  # bumped by every write: caches of derived quantities key on it
+        self.settings_version = 0  # the same, but not by a drifting plant's time (_bump)
         self._routing_version = 0  # bumped by writes that may change which PIDs move (_active_pids)
-        self._pid_cache: tuple[int, list[Any], list[float], list[tuple[list[Any], bool]]] | None = None
+        self._pid_cache: tuple[int, list[Any], list[float], list[tuple[list[Any], list[Any]]]] | None = None
 
     # -- bus access ------------------------------------------------------------------
     def read(self, address: int, count: int = 1) -> np.ndarray:
@@ -239,15 +240,24 @@ class FpgaModel:
                 now = self.clock.now() if now is None else now
                 pfd.update(now)
 
-    def _bump(self, routing: bool = True) -> None:
+    def _bump(self, routing: bool = True, drift: bool = False) -> None:
         """A write or a setting changed the signals (``version``); ``routing``: it may also
         have changed which PIDs move or how they are coupled (``_routing_version``:
-        DSP registers, cables, plant), which a scope or ASG write cannot."""
+        DSP registers, cables, plant), which a scope or ASG write cannot; ``drift``: only a
+        drifting plant's time has moved on (``settings_version`` stays: no register or
+        parameter changed)."""
         self.version += 1
+        if not drift:
+            self.settings_version += 1
         if routing:
             self._routing_version += 1
 
     # -- time ----------------------------------------------------------------------------
+    @property
+    def stepped_until(self) -> float:
+        """Model time up to which the PID integrators have been stepped (read without the lock)."""
+        return self._t_dyn
+
     def advance(self) -> None:
         """Step the PID integrators up to the current time."""
         with self.lock, self.clock.held():  # one access, one instant
@@ -276,7 +286,7 @@ class FpgaModel:
         if dt_total <= 0:
             return
         if self.plant is not None and self.plant.time_varying:
-            self._bump(False)  # a drifting plant has changed since the last access, as a register write would
+            self._bump(False, drift=True)  # a drifting plant has changed since the last access, as a write would
         pids, rates, groups = self._active_pids()
         if not pids:
             self._t_dyn = now
@@ -288,11 +298,11 @@ class FpgaModel:
         # Upstream first: a PID that another moving PID reaches sees that one's
         # trajectory (its recorded history), exactly.  A PID alone in its group
         # is stepped in one piece (its feedback table kept while the registers
-        # stay, if no moving PID reaches it); PIDs that reach each other are
-        # stepped together (pid.advance_coupled).
-        for group, alone in groups:
+        # stay and the PIDs reaching it have not moved, Pid.feedback_table);
+        # PIDs that reach each other are stepped together (pid.advance_coupled).
+        for group, upstream in groups:
             if len(group) == 1:
-                group[0].advance(times, dt, alone)  # type: ignore[attr-defined]
+                group[0].advance(times, dt, upstream)  # type: ignore[attr-defined]
                 continue
             # PIDs stepped together see each other's integrators one step late: their steps
             # stay at the nominal length for up to MAX_COUPLED_STEPS (a gap of 4 s at 1 ms)
@@ -303,12 +313,12 @@ class FpgaModel:
                 advance_coupled(group, self._t_dyn + (dt_total / fine) * np.arange(1, fine + 1), dt_total / fine)
         self._t_dyn = now
 
-    def _active_pids(self) -> tuple[list[Any], list[float], list[tuple[list[Any], bool]]]:
+    def _active_pids(self) -> tuple[list[Any], list[float], list[tuple[list[Any], list[Any]]]]:
         """The PIDs that move, fastest integrator first, and their integrator rates;
         then the order to step them in: groups of PIDs that reach each other's
         inputs (strongly connected through the routing), upstream groups first,
-        fastest first within a group, each with whether no moving PID outside
-        it reaches it.
+        fastest first within a group, each with the moving PIDs outside it
+        that reach it.
 
         Which PIDs move and how the routing couples them depends on the DSP
         registers, the cables and the plant only, so the answer is kept until
@@ -325,7 +335,7 @@ class FpgaModel:
         numbers = {p.number for p in pids}
         # upstream[n]: the moving PIDs whose outputs may reach PID n's input (conservative)
         upstream = {p.number: (self.bus.upstream_modules(p.number) - {p.number}) & numbers for p in pids}
-        groups: list[tuple[list[Any], bool]] = []
+        groups: list[tuple[list[Any], list[Any]]] = []
         left = list(pids)
         while left:
             # a PID none of the remaining ones reaches unless it reaches them back: its group goes next
@@ -337,8 +347,8 @@ class FpgaModel:
                     break
             else:  # pragma: no cover - the reaching relation is transitive, so some group has no upstream left
                 group, members = list(left), {q.number for q in left}
-            alone = not any(upstream[q.number] - members for q in group)
-            groups.append((group, alone))
+            reaching = set().union(*(upstream[q.number] for q in group)) - members
+            groups.append((group, [q for q in pids if q.number in reaching]))
             left = [q for q in left if q.number not in members]
         self._pid_cache = (self._routing_version, pids, rates, groups)
         return pids, rates, groups

@@ -23,6 +23,7 @@ disabled in the shipped design as well).
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,10 @@ IVAL_STEPS_PER_VOLT = float(2**ISR * CODES_PER_VOLT)
 HISTORY = 8192
 #: grid points of the feedback table over the output range
 TABLE_POINTS = 65
+#: a PID stepped alone keeps its feedback table behind a drifting plant for this long (s of model time)
+TABLE_HOLD = 0.01
+#: ... and while the outputs of the PIDs that reach it stay within this (V)
+TABLE_HOLD_VOLTS = 1e-3
 
 
 class Pid(DspBlock):
@@ -60,6 +65,9 @@ class Pid(DspBlock):
         self._hist_t = np.zeros(0)
         self._hist_v = np.zeros(0)
         self._table: tuple[tuple[int, float, float], np.ndarray, np.ndarray] | None = None
+        self._table_at: tuple[float, int, dict[int, float]] = (0.0, -1, {})
+        #: other PID's number -> the kept cross table (cross_table)
+        self._cross: dict[int, tuple[Any, ...]] = {}
         self._tones_cache: tuple[tuple[int, float], np.ndarray, np.ndarray] | None = None
         self._fixed_tones: tuple[int, bool] | None = None
 
@@ -196,7 +204,7 @@ class Pid(DspBlock):
         hi = min(signed(self.out_max, 14) / CODES_PER_VOLT, V_MAX)
         return lo, hi
 
-    def feedback_table(self, t: float, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def feedback_table(self, t: float, upstream: list[Pid] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(outputs, error change)``: how this PID's error responds to its own output.
 
         The output is forced to a grid over its range and the error
@@ -204,26 +212,43 @@ class Pid(DspBlock):
         in its present state: any path out -> ... -> in counts, including clamps
         further along it (another PID on its rail, the 14-bit saturation of a
         DAC sum), which a single derivative at the present output would miss.
-        The change is relative to the present output.  ``reuse``: the caller
-        knows no other integrator moved, so the grid evaluated at the same
-        register state (``model.version``) still holds.
+        The change is relative to the present output.
+
+        ``upstream``: the caller steps this PID alone, and these are the moving
+        PIDs that reach it (None: do not reuse).  The grid is then kept while no
+        register or parameter changed (``model.settings_version``), those PIDs'
+        outputs stay within ``TABLE_HOLD_VOLTS`` and, behind a drifting
+        plant, for ``TABLE_HOLD`` of model time: the grid is the loop's
+        response to the output, which the drift moves only by its change of
+        operating point over that time (a choice; every step still evaluates
+        the error itself at its own time).
         """
         lo, hi = self.output_range()
         base = self.state_output()
         if hi <= lo:
             return np.array([base]), np.zeros(1)
+        model = self.model
         cached = self._table
-        if reuse and cached is not None and cached[0] == (self.model.version, lo, hi):
+        key = (model.settings_version, lo, hi)
+        if upstream is not None and cached is not None and cached[0] == key and self._table_holds(t, upstream):
             outs, errors = cached[1], cached[2]
         else:
             outs = np.linspace(lo, hi, TABLE_POINTS)
             quiet = EvalContext(None, 0.0)
             quiet.overrides[self.number] = outs
             errors = self.error(np.full(outs.shape, t), quiet)
-            self._table = ((self.model.version, lo, hi), outs, errors)
+            self._table = (key, outs, errors)
+            self._table_at = (t, model.version, {q.number: q.state_output() for q in upstream or ()})
         return outs, errors - float(np.interp(base, outs, errors))
 
-    def cross_table(self, t: float, other: Pid) -> tuple[list[float], list[float]]:
+    def _table_holds(self, t: float, upstream: list[Pid]) -> bool:
+        """Whether the kept grid still holds at ``t`` (see :meth:`feedback_table`)."""
+        made_at, version, ivals = self._table_at
+        if any(abs(q.state_output() - ivals.get(q.number, np.inf)) > TABLE_HOLD_VOLTS for q in upstream):
+            return False
+        return self._holds_in_time(t, made_at, version)
+
+    def cross_table(self, t: float, other: Pid, reuse: bool = False) -> tuple[list[float], list[float]]:
         """``(integrator values of other, error change)``: how this PID's error responds to
         another PID's integrator, with this PID's output held at its present value.
 
@@ -234,16 +259,35 @@ class Pid(DspBlock):
         :meth:`feedback_table` this is the separable (first-order in the
         mixed terms) model of the error of two coupled PIDs that
         :func:`advance_coupled` steps; the caller re-tabulates once the
-        integrators have moved far.
+        integrators have moved far.  ``reuse``: the grid may be kept as
+        :meth:`feedback_table` keeps its own (this PID's output and the other's
+        integrator within ``TABLE_HOLD_VOLTS`` of where it was made).
         """
         lo, hi = other.output_range()
         base = other.ival
-        grid = np.linspace(min(lo, base), max(hi, base), TABLE_POINTS)
-        quiet = EvalContext(None, 0.0)
-        quiet.overrides[self.number] = self.state_output()
-        quiet.ivals[other.number] = grid
-        errors = self.error(np.full(grid.shape, t), quiet)
+        own = self.state_output()
+        model = self.model
+        key = (model.settings_version, lo, hi)
+        cached = self._cross.get(other.number)
+        if reuse and cached is not None and cached[0] == key and cached[4] <= base <= cached[5] \
+                and abs(own - cached[3]) <= TABLE_HOLD_VOLTS and self._holds_in_time(t, cached[1], cached[2]):
+            grid, errors = cached[6], cached[7]
+        else:
+            grid = np.linspace(min(lo, base), max(hi, base), TABLE_POINTS)
+            quiet = EvalContext(None, 0.0)
+            quiet.overrides[self.number] = own
+            quiet.ivals[other.number] = grid
+            errors = self.error(np.full(grid.shape, t), quiet)
+            self._cross[other.number] = (key, t, model.version, own, float(grid[0]), float(grid[-1]), grid, errors)
         return grid.tolist(), (errors - float(np.interp(base, grid, errors))).tolist()
+
+    def _holds_in_time(self, t: float, made_at: float, version: int) -> bool:
+        """A kept table's time condition: behind a drifting plant at most ``TABLE_HOLD`` old,
+        otherwise made at the same ``model.version`` (nothing changed since)."""
+        plant = self.model.plant
+        if plant is not None and plant.time_varying:
+            return 0.0 <= t - made_at <= TABLE_HOLD
+        return version == self.model.version
 
     def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
         """Turn the tones in sampled errors into their averages over each step.
@@ -294,7 +338,7 @@ class Pid(DspBlock):
             slots.append(bus.input_select[1 - self.number])
         return slots
 
-    def advance(self, times: np.ndarray, dt: float, alone: bool = False) -> None:
+    def advance(self, times: np.ndarray, dt: float, upstream: list[Pid] | None = None) -> None:
         """Advance the integrator through ``times`` (steps of ``dt`` seconds).
 
         The input is evaluated once, vectorised, with this PID's output held at
@@ -303,10 +347,11 @@ class Pid(DspBlock):
         Euler over that piecewise-linear feedback (:class:`_Loop`), so it is
         stable for any ``dt`` when the loop is negative feedback, also while
         the output leaves or enters a clamp; positive feedback runs away like
-        the hardware does.  ``alone``: no other PID integrates meanwhile.
+        the hardware does.  ``upstream``: this PID is stepped alone, after these
+        moving PIDs that reach it (its table may be kept, :meth:`feedback_table`).
         """
         start = float(times[0]) - dt if len(times) else self.model.clock.now()
-        outs, feedback = self.feedback_table(start, reuse=alone)
+        outs, feedback = self.feedback_table(start, upstream)
         ctx = EvalContext(self.model.rng)
         ctx.overrides[self.number] = self.state_output()
         e_ext = self.error(times, ctx) + self._tone_averaging(times, dt, ctx)
@@ -468,8 +513,9 @@ def advance_coupled(pids: list[Pid], times: np.ndarray, dt: float) -> None:
     one DAC into saturation, enter only through re-tabulation), so the tables
     are made again once any integrator has moved by ``RETABULATE_FRACTION``
     of its output range since they were made (at most ``MAX_TABULATIONS``
-    times per access).  A choice, checked against fine steps of the old
-    chunked stepping in tests/sim/test_pid_stepping.py.
+    times per access), and an access starts from the last access's tables
+    while those hold (:meth:`Pid.feedback_table`).  A choice, checked against
+    explicit Euler on a fine grid in tests/sim/test_pid_stepping.py.
     """
     n = len(times)
     start = 0
@@ -482,9 +528,12 @@ def advance_coupled(pids: list[Pid], times: np.ndarray, dt: float) -> None:
         crosses: list[list[tuple[int, list[float], list[float]]]] = []
         e_exts: list[list[float]] = []
         for a, p in enumerate(pids):
-            outs, feedback = p.feedback_table(t0)
+            # the first tables of an access may be those of the last (Pid.feedback_table); after a
+            # large move within this access they are made again
+            others = [q for q in pids if q is not p] if tabulations == 1 else None
+            outs, feedback = p.feedback_table(t0, others)
             loops.append(_Loop(outs, feedback, p=p.p_gain, k_dt=p.i_rate * dt))
-            crosses.append([(b, *p.cross_table(t0, q)) for b, q in enumerate(pids) if b != a])
+            crosses.append([(b, *p.cross_table(t0, q, tabulations == 1)) for b, q in enumerate(pids) if b != a])
             ctx = EvalContext(p.model.rng)
             ctx.overrides[p.number] = p.state_output()
             for q in pids:

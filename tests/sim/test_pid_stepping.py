@@ -168,7 +168,7 @@ def test_upstream_pids_are_stepped_first_and_mutual_ones_together():
     """The order the model steps PIDs in follows the routing: a PID another one reaches
     comes after it (alone, on its trajectory); PIDs that reach each other form one group."""
     m, _ = _build("chain")
-    assert [([p.number for p in g], alone) for g, alone in m._active_pids()[2]] == [([0], True), ([1], False)]
+    assert [([p.number for p in g], [q.number for q in up]) for g, up in m._active_pids()[2]] == [([0], []), ([1], [0])]
     m, _ = _build("cross")
     assert [[p.number for p in g] for g, _ in m._active_pids()[2]] == [[0, 1]]  # fastest first
     m, _ = _build("fabry-perot")  # through a plant every DAC reaches every ADC
