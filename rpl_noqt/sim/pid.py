@@ -164,7 +164,10 @@ class Pid(DspBlock):
         return np.broadcast_to(np.asarray(forced, dtype=float), np.shape(t))
 
     def output_signal(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
-        return self.clamp(self._ival_for(t, ctx) + self.p_gain * self.error(t, ctx))
+        p = self.p_gain
+        if p == 0.0:  # the integrator alone: its input need not be evaluated (through a plant, a second pass)
+            return self.clamp(self._ival_for(t, ctx))
+        return self.clamp(self._ival_for(t, ctx) + p * self.error(t, ctx))
 
     def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
         return self.clamp(self._ival_for(t, ctx) + self.p_gain * self.last_err)
