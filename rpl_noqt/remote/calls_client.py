@@ -85,7 +85,7 @@ class RemoteCall:
     # -- run by the session --------------------------------------------------------------
     def _execute(self, request: Callable[[RemoteCall], Any]) -> Any:
         """Run ``request`` (the blocking call_action, sent with our id) in this thread, settle the future."""
-        self._session._calls[self.id] = self
+        self._session._track_call(self)
         try:
             value = request(self)
         except KeyboardInterrupt:
@@ -99,7 +99,9 @@ class RemoteCall:
             self._future.set_result(value)
             return value
         finally:
-            self._session._calls.pop(self.id, None)
+            # progress travels apart from the reply (LECO's data protocol) and may come after it: the
+            # session keeps the call for a grace period so the last report still reaches it
+            self._session._call_finished(self)
 
     def _start(self, request: Callable[[RemoteCall], Any]) -> RemoteCall:
         def run() -> None:

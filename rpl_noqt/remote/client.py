@@ -58,6 +58,8 @@ _names = itertools.count(1)
 _SHORT: Any = object()
 _SESSIONS: dict[LecoAddress, RemoteSession] = {}
 _SESSIONS_LOCK = threading.Lock()
+#: seconds a finished long call still takes progress reports (they travel apart from the reply)
+CALL_GRACE_S = 5.0
 
 
 def _client_name() -> str:
@@ -365,8 +367,11 @@ class RemoteSession:
         self._subscriber: DataSubscriber | None = None
         self._keeper = StreamKeeper(self)
         self._probe_waiters: dict[str, threading.Event] = {}
-        #: long calls of this session in progress, by id (their progress messages are routed here)
+        #: long calls of this session, by id (their progress messages are routed here), and when each
+        #: finished (kept a few seconds after: the last report may arrive after the reply)
         self._calls: dict[str, RemoteCall] = {}
+        self._calls_finished: dict[str, float] = {}
+        self._calls_lock = threading.Lock()
         self._users = 0
         self._closed = False
         self._link = LecoLink(address, _client_name(), connect_timeout=connect_timeout, io_timeout=io_timeout,
@@ -617,11 +622,29 @@ class RemoteSession:
             return
         attribute_changed.send(self._module(module_name), name=name, value=value)
 
+    def _track_call(self, call: RemoteCall) -> None:
+        now = time.monotonic()
+        with self._calls_lock:
+            for old in [i for i, t in self._calls_finished.items() if now - t > CALL_GRACE_S]:
+                self._calls.pop(old, None)
+                del self._calls_finished[old]
+            self._calls[call.id] = call
+
+    def _call_finished(self, call: RemoteCall) -> None:
+        with self._calls_lock:
+            if call.id in self._calls:
+                self._calls_finished[call.id] = time.monotonic()
+
     def _on_call_progress(self, message: DataMessage) -> None:
         data = message.data
         if not isinstance(data, dict) or not isinstance(data.get("progress"), dict):
             return
-        call = self._calls.get(data.get("call")) if isinstance(data.get("call"), str) else None
+        call_id = data.get("call")
+        with self._calls_lock:
+            call = self._calls.get(call_id) if isinstance(call_id, str) else None
+            if call is not None and data["progress"].get("fraction") == 1.0 and call_id in self._calls_finished:
+                del self._calls[call_id]  # its last report: nothing more will come
+                del self._calls_finished[call_id]
         if call is not None and data.get("by") == self._link.full_name:
             call._progress(data["progress"])
 
