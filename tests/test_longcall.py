@@ -548,3 +548,22 @@ def test_the_module_imports_no_leco(run_python):
                       "print(bad)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_only_the_final_report_says_done():
+    """A look at the progress just after the last point was counted (a loaded machine) must not
+    report fraction 1.0 ahead of the final report: the end is reported once."""
+    from types import SimpleNamespace
+
+    from rpl_noqt.remote.longcall import _Call
+
+    reports: list[dict] = []
+    call = _Call(SimpleNamespace(name="networkanalyzer"), "NetworkAnalyzer", "single",
+                 CallControl(report=reports.append, min_interval=0.0))
+    call.total = 10
+    call.done = 4
+    call.emit()
+    call.done = 10
+    call.emit()  # the last point is in, the call has not returned yet
+    call.emit(final=True)
+    assert [r["fraction"] for r in reports] == [0.4, 1.0]

@@ -200,6 +200,8 @@ class _Call:
     def emit(self, *, final: bool = False) -> None:
         """Report, unless the last report was less than min_interval ago (or nothing moved for a while)."""
         now = time.monotonic()
+        if not final and self.total and self.done >= self.total:
+            return  # the end is the final report's, once (a late look could see the last point counted)
         if not final and self._last_at is not None:
             since = now - self._last_at
             if since < self.control.min_interval:
