@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -65,6 +66,21 @@ def fixed_sim():
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def link(request, fixed_sim):
+    """A session on ``fixed_sim`` with the test module's ``IO`` and ``CONNECT`` timeouts; closed after
+    (and the close must be quick)."""
+    s = rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False, io_timeout=request.module.IO,
+                         connect_timeout=request.module.CONNECT)
+    try:
+        yield s
+    finally:
+        t0 = time.monotonic()
+        while not s.closed:
+            s.close()
+        assert time.monotonic() - t0 < 5, "close() took too long"
 
 
 @pytest.fixture

@@ -31,18 +31,6 @@ CONNECT = 1.5
 SLACK = 1.0  # "within deadline + 1 s"
 
 
-@pytest.fixture
-def link(fixed_sim):
-    s = rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False, io_timeout=IO, connect_timeout=CONNECT)
-    try:
-        yield s
-    finally:
-        t0 = time.monotonic()
-        while not s.closed:
-            s.close()
-        assert time.monotonic() - t0 < 5, "close() took too long"
-
-
 def _free_in_this_thread(session) -> bool:
     ok = session.lock.acquire(timeout=2)
     if ok:

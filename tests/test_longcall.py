@@ -29,6 +29,7 @@ from rpl_noqt.remote.longcall import LONG_METHODS, CallControl, run_long_call, s
 
 pytestmark = pytest.mark.timeout(90)
 
+CONNECT = 1.5  # the link fixture's connect timeout (s)
 IO = 1.0  # the link deadline of the fault tests
 SLACK = 1.0  # "within the deadline + 1 s", as tests/test_link_failures.py
 CANCEL_TARGET_S = 0.2  # issue 14's cancel latency target, plus one point's time for the NA
@@ -111,18 +112,6 @@ def _lock_free(session) -> bool:
     if ok:
         session.lock.release()
     return ok
-
-
-@pytest.fixture
-def link(fixed_sim):
-    s = rpl_noqt.connect(fixed_sim.host, fixed_sim.port, ssh=False, io_timeout=IO, connect_timeout=1.5)
-    try:
-        yield s
-    finally:
-        t0 = time.monotonic()
-        while not s.closed:
-            s.close()
-        assert time.monotonic() - t0 < 5, "close() took too long"
 
 
 # -- progress --------------------------------------------------------------------------------------
