@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -97,10 +98,22 @@ class _Frames(list):
 
 
 class _BoundSocket(ZmqMultiSocket):
-    """pyleco's coordinator socket, bound to one interface instead of all of them."""
+    """pyleco's coordinator socket, bound to one interface instead of all of them, and thread-safe.
+
+    pyleco 0.6's Coordinator sends from two threads on this one ROUTER
+    socket: its routing loop, and the timer thread that expires silent
+    components (``remove_expired_addresses`` sends them a message). ZeroMQ
+    sockets are not thread-safe: under load that ended in a libzmq
+    assertion and an abort of the whole process (seen in CI). Every socket
+    operation here takes one lock; the routing loop polls in short slices so
+    the timer never waits long.
+    """
+
+    _POLL_SLICE_MS = 10
 
     def __init__(self, context: zmq.Context, host: str) -> None:
         super().__init__(context=context)
+        self._io = threading.Lock()
         self._host = host
         if ":" in host:
             self._sock.setsockopt(zmq.IPV6, 1)
@@ -108,17 +121,29 @@ class _BoundSocket(ZmqMultiSocket):
     def bind(self, host: str = "", port: int | str = 0) -> None:
         self._sock.bind(f"tcp://{_zmq_host(self._host)}:{port}")
 
+    def message_received(self, timeout: int = 0) -> bool:
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            with self._io:
+                if self._sock.poll(timeout=min(timeout, self._POLL_SLICE_MS)):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+
     def read_message(self) -> tuple[bytes, Message]:
         # The envelope and the first (JSON) payload frame as bytes, as pyleco reads them; binary frames
         # after it (a 256 kB curve) stay zmq frames and go out again without being copied.
-        identity, *frames = self._sock.recv_multipart(copy=False)
+        with self._io:
+            identity, *frames = self._sock.recv_multipart(copy=False)
         head = [f.bytes for f in frames[:5]]
         message = Message.from_frames(*head)
         message.payload = _Frames([*message.payload, *frames[5:]])
         return identity.bytes, message
 
     def send_message(self, identity: bytes, message: Message) -> None:
-        self._sock.send_multipart((identity, *message.to_frames()), copy=False)
+        frames = (identity, *message.to_frames())
+        with self._io:
+            self._sock.send_multipart(frames, copy=False)
 
 
 class EmbeddedCoordinator:
