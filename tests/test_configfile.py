@@ -377,7 +377,11 @@ def test_a_failed_background_save_raises_at_the_next_change(tmp_path, memory, ca
             tree["a"] = 1  # saved later by the timer, on the loop thread
             assert _wait_until(lambda: tree.__dict__.get("_rpl_noqt_save_error") is not None, 10), \
                 "the background save did not fail"
-        assert any(path in r.getMessage() and "next config change" in r.getMessage() for r in caplog.records)
+
+            def logged() -> bool:  # the loop thread logs just after it records the error
+                return any(path in r.getMessage() and "next config change" in r.getMessage() for r in caplog.records)
+
+            assert _wait_until(logged, 10), [r.getMessage() for r in caplog.records]
         with pytest.raises(ConfigWriteError) as info:
             tree["b"] = 2  # from this (user) thread
         message = str(info.value)
