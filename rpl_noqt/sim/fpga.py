@@ -50,6 +50,33 @@ def _reaches_dsp(address: int, count: int) -> bool:
             or (address & 0xFFF00000) < DSP_BASE < ((address + 4 * max(count - 1, 0)) & 0xFFF00000))
 
 
+#: DSP offsets (within a module's 64 kB) of an IQ module's local-oscillator phase and frequency
+_IQ_OSCILLATOR = (0x104, 0x108)
+#: ASG offsets of the two generators' phase steps (their frequencies)
+_ASG_OSCILLATOR = (0x10, 0x30)
+
+
+def _write_effect(address: int) -> str:
+    """What a one-word write at ``address`` can change, for the model's versions (:meth:`FpgaModel._bump`).
+
+    ``"none"``: the scope's registers (it drives no signal: an acquisition's
+    state is the scope's own, brought up to date by :meth:`FpgaModel._freeze_past`);
+    ``"tone"``: an oscillator's frequency or phase (IQ 0x104/0x108, ASG steps),
+    which moves tones without changing any loop's static response;
+    ``"routing"``: the DSP bus (which PIDs move, how they couple);
+    ``"signals"``: anything else (ASG amplitudes and tables, housekeeping, AMS).
+    """
+    region = address & 0xFFF00000
+    if region == SCOPE_BASE:
+        return "none"
+    if region == DSP_BASE:
+        slot = (address >> 16) & 0xF
+        return "tone" if 5 <= slot <= 7 and address & 0xFFFF in _IQ_OSCILLATOR else "routing"
+    if region == ASG_BASE and address & 0xFFFFF in _ASG_OSCILLATOR:
+        return "tone"
+    return "signals"
+
+
 class FpgaModel:
     """The simulated FPGA.  Thread-safe: every public method holds ``self.lock``."""
 
@@ -81,8 +108,9 @@ class FpgaModel:
         self.scope = Scope(self)
         self.dio = Dio0(self)
         self._t_dyn = self.clock.now()
-        self.version = 0  # bumped by every write: caches of derived quantities key on it
+        self.version = 0  # bumped by every change of the signals: caches of derived quantities key on it
         self.settings_version = 0  # the same, but not by a drifting plant's time (_bump)
+        self.loop_version = 0  # the same, but not by an oscillator's frequency or phase either (_bump)
         self._routing_version = 0  # bumped by writes that may change which PIDs move (_active_pids)
         self._pid_cache: tuple[int, list[Any], list[float], list[tuple[list[Any], list[Any]]]] | None = None
 
@@ -106,7 +134,10 @@ class FpgaModel:
             self._advance()
             self._freeze_past()
             self._pfd_before_write(address & 0xFFFFFFFF)
-            self._bump(_reaches_dsp(address, len(values)))
+            if len(values) == 1:
+                self._bump_for(address & 0xFFFFFFFF)
+            else:
+                self._bump(_reaches_dsp(address, len(values)))
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             i, count = 0, len(values)
             while i < count:
@@ -132,7 +163,7 @@ class FpgaModel:
             self._advance()
             self._freeze_past()
             self._pfd_before_write(address)
-            self._bump(address & 0xFFF00000 == DSP_BASE)
+            self._bump_for(address)
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             self._write_word(address, int(value) & 0xFFFFFFFF)
             if pin is not None and self.dio.pin() != pin:  # housekeeping drives DIO0_P: an external trigger edge
@@ -240,17 +271,27 @@ class FpgaModel:
                 now = self.clock.now() if now is None else now
                 pfd.update(now)
 
-    def _bump(self, routing: bool = True, drift: bool = False) -> None:
+    def _bump(self, routing: bool = True, drift: bool = False, tone: bool = False) -> None:
         """A write or a setting changed the signals (``version``); ``routing``: it may also
         have changed which PIDs move or how they are coupled (``_routing_version``:
         DSP registers, cables, plant), which a scope or ASG write cannot; ``drift``: only a
         drifting plant's time has moved on (``settings_version`` stays: no register or
-        parameter changed)."""
+        parameter changed); ``tone``: only an oscillator's frequency or phase changed
+        (``loop_version`` stays: the PIDs' loop tables hold tones at one instant's values,
+        which time moves just as much, ``pid.Pid.feedback_table``)."""
         self.version += 1
         if not drift:
             self.settings_version += 1
+            if not tone:
+                self.loop_version += 1
         if routing:
             self._routing_version += 1
+
+    def _bump_for(self, address: int) -> None:
+        """:meth:`_bump` for a one-word write at ``address`` (:func:`_write_effect`)."""
+        effect = _write_effect(address)
+        if effect != "none":
+            self._bump(routing=effect == "routing", tone=effect == "tone")
 
     # -- time ----------------------------------------------------------------------------
     @property

@@ -42,7 +42,8 @@ Model (choices, not RTL):
   period: counted from that tone's phase.  Otherwise the noise-free
   steady-state input is evaluated once per cycle over the window (at most
   ``MAX_CYCLES``; a longer window is extrapolated from its last ``MAX_CYCLES``
-  cycles).  A constant input never crosses.  Noise is left out: a real PFD
+  cycles).  An input whose DC outweighs the sum of its tones never crosses
+  (nothing is evaluated: most inputs behind a photodiode).  Noise is left out: a real PFD
   also counts noise-made double crossings near the zero crossings.
 * The 3-cycle latency of the sine generator and the input pipeline is left
   out (it shifts the integral by far less than one count); the edge counted
@@ -159,7 +160,7 @@ class Pfd:
         mags = np.abs(s.amps)
         keep = mags > 0
         freqs, amps, mags = s.freqs[keep], s.amps[keep], mags[keep]
-        if len(freqs) == 0:
+        if len(freqs) == 0 or _keeps_its_sign(s.dc, float(mags.sum())):
             return np.zeros(n.shape)
         j = int(np.argmax(mags))
         big, f = float(mags[j]), float(freqs[j])
@@ -185,6 +186,19 @@ class Pfd:
         scale = span / m
         idx = np.clip(n.astype(np.int64) - (hi - m), 0, m)
         return np.round(edges[idx] * scale)
+
+
+#: the sign bit is ``round(x 2**13) < 0``: set below this voltage
+_SIGN_THRESHOLD = -0.5 / 2**13
+
+
+def _keeps_its_sign(dc: float, tones: float) -> bool:
+    """Whether a signal of DC ``dc`` plus tones whose amplitudes sum to ``tones`` can never
+    change its sign bit: it stays on one side of the threshold (a photodiode's
+    transmission, a DC-dominated error signal), so it has no edges to count.
+    Exact, with a margin of float rounding on the side of counting."""
+    margin = 1e-12 + 1e-9 * (abs(dc) + tones)
+    return dc - tones > _SIGN_THRESHOLD + margin or dc + tones < _SIGN_THRESHOLD - margin
 
 
 #: tones summing to at most this amplitude (V, 4 codes) are left out of the first pass of

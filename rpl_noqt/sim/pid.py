@@ -219,7 +219,9 @@ class Pid(DspBlock):
 
         ``upstream``: the caller steps this PID alone, and these are the moving
         PIDs that reach it (None: do not reuse).  The grid is then kept while no
-        register or parameter changed (``model.settings_version``), those PIDs'
+        register or parameter changed but an oscillator's frequency or phase
+        (``model.loop_version``: the grid holds tones at one instant's values, which
+        time moves as much), those PIDs'
         outputs stay within ``TABLE_HOLD_VOLTS`` and, behind a drifting
         plant, for ``TABLE_HOLD`` of model time: the grid is the loop's
         response to the output, which the drift moves only by its change of
@@ -232,7 +234,7 @@ class Pid(DspBlock):
             return np.array([base]), np.zeros(1)
         model = self.model
         cached = self._table
-        key = (model.settings_version, lo, hi)
+        key = (model.loop_version, lo, hi)
         if upstream is not None and cached is not None and cached[0] == key and self._table_holds(t, upstream):
             outs, errors = cached[1], cached[2]
         else:
@@ -241,7 +243,7 @@ class Pid(DspBlock):
             quiet.overrides[self.number] = outs
             errors = self.error(np.full(outs.shape, t), quiet)
             self._table = (key, outs, errors)
-            self._table_at = (t, model.version, {q.number: q.state_output() for q in upstream or ()})
+            self._table_at = (t, model.loop_version, {q.number: q.state_output() for q in upstream or ()})
         return outs, errors - float(np.interp(base, outs, errors))
 
     def _table_holds(self, t: float, upstream: list[Pid]) -> bool:
@@ -270,7 +272,7 @@ class Pid(DspBlock):
         base = other.ival
         own = self.state_output()
         model = self.model
-        key = (model.settings_version, lo, hi)
+        key = (model.loop_version, lo, hi)
         cached = self._cross.get(other.number)
         if reuse and cached is not None and cached[0] == key and cached[4] <= base <= cached[5] \
                 and abs(own - cached[3]) <= TABLE_HOLD_VOLTS and self._holds_in_time(t, cached[1], cached[2]):
@@ -281,16 +283,16 @@ class Pid(DspBlock):
             quiet.overrides[self.number] = own
             quiet.ivals[other.number] = grid
             errors = self.error(np.full(grid.shape, t), quiet)
-            self._cross[other.number] = (key, t, model.version, own, float(grid[0]), float(grid[-1]), grid, errors)
+            self._cross[other.number] = (key, t, model.loop_version, own, float(grid[0]), float(grid[-1]), grid, errors)
         return grid.tolist(), (errors - float(np.interp(base, grid, errors))).tolist()
 
     def _holds_in_time(self, t: float, made_at: float, version: int) -> bool:
         """A kept table's time condition: behind a drifting plant at most ``TABLE_HOLD`` old,
-        otherwise made at the same ``model.version`` (nothing changed since)."""
+        otherwise made at the same ``model.loop_version`` (nothing changed since)."""
         plant = self.model.plant
         if plant is not None and plant.time_varying:
             return 0.0 <= t - made_at <= TABLE_HOLD
-        return version == self.model.version
+        return version == self.model.loop_version
 
     def _tone_averaging(self, times: np.ndarray, dt: float, ctx: EvalContext) -> np.ndarray:
         """Turn the tones in sampled errors into their averages over each step.

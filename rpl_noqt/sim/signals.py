@@ -83,6 +83,10 @@ class Spectrum:
     def empty(cls) -> Spectrum:
         return cls()
 
+    def copy(self) -> Spectrum:
+        """An independent copy (callers add to ``dc`` in place: a kept spectrum is handed out as one)."""
+        return Spectrum(self.dc, self.freqs.copy(), self.amps.copy(), self.noise)
+
     def scaled(self, gain: complex | float) -> Spectrum:
         """Multiply by a real gain (complex gains rotate tones, DC uses the real part)."""
         return Spectrum(
@@ -339,9 +343,23 @@ def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     worker, which then competes with the client and the server threads: in
     the bench's busy session single accesses took 20 to 140 ms instead of 5,
     and a 1-row product 7 ms under load.
+
+    Products below :data:`BLAS_SINGLE_THREAD_WORK` multiply-adds go straight
+    to BLAS: OpenBLAS runs them in the calling thread anyway (its threading
+    thresholds: ``m * n`` of 2304 times 4 for a matrix-vector product, 65536
+    times 4 for ``m * n * k`` of a matrix product), and most of the model's
+    products are that small (a few times per access, behind a plant dozens),
+    where the limit's two ctypes calls cost more than the product.
     """
+    if a.size * (b.shape[-1] if b.ndim > 1 else 1) < BLAS_SINGLE_THREAD_WORK:
+        return a @ b
     with one_blas_thread:
         return a @ b
+
+
+#: multiply-adds below which a product is left to BLAS without the thread limit (:func:`dot`):
+#: below OpenBLAS's smallest threading threshold (a matrix-vector product of 9216 elements)
+BLAS_SINGLE_THREAD_WORK = 8192
 
 
 class _OneBlasThread:

@@ -77,13 +77,20 @@ class Plant:
             raise ValueError(f"unknown {self.name} parameter(s) {sorted(unknown)}; allowed: {sorted(self.defaults)}")
         values = dict(self.defaults)
         values.update(params)
-        self._params = self._validate(values)
+        self._store(self._validate(values))
         self._tones_cache: dict[int, tuple[Any, np.ndarray, np.ndarray, float]] = {}
 
     # -- parameters ----------------------------------------------------------------------
     def _validate(self, values: dict[str, float]) -> dict[str, float]:
         """Check every parameter; subclasses add ranges.  Returns the values as floats."""
         return {k: check_number(k, v) for k, v in values.items()}
+
+    def _store(self, values: dict[str, float]) -> None:
+        """Keep validated parameters, also as plain instance attributes: the model reads
+        them hundreds of times per access, and a plain lookup does not go through
+        :meth:`__getattr__`."""
+        self.__dict__["_params"] = values
+        self.__dict__.update(values)
 
     def __getattr__(self, name: str) -> float:
         params = self.__dict__.get("_params")
@@ -111,7 +118,7 @@ class Plant:
         values.update(params)
         values = self._validate(values)
         with self._changing():
-            self._params = values
+            self._store(values)
 
     # -- wiring ---------------------------------------------------------------------------
     def attach(self, model: FpgaModel) -> None:

@@ -95,8 +95,11 @@ _ACOUSTIC_FREQS = np.geomspace(100.0, 1000.0, 8)
 #: interpolated in: linear interpolation is then within h^2/8 max|P''| = 1.5e-6 of the
 #: peak power (0.01 ADC codes at 0.8 V), see FabryPerot._powers
 POWER_TABLE_STEP = 2.0**-9
-#: arrays of at least this many detunings use the table (fewer: the direct formula)
+#: arrays of at least this many detunings use the table, built or grown for them (fewer: the direct formula)
 POWER_TABLE_MIN = 2048
+#: arrays of at least this many detunings use a table that already covers them (a scope
+#: chunk of a few hundred sub-samples: the direct formula costs a sine per sideband each)
+POWER_TABLE_REUSE_MIN = 64
 #: a new or growing table reaches at least this many grid points (4 HWHM) beyond what was asked
 POWER_TABLE_MARGIN = 2048
 #: the table never holds more points than this (about 1000 HWHM); a wider span is computed directly
@@ -145,6 +148,8 @@ class FabryPerot(Plant):
         self._acoustic_phases = rng.uniform(0, 2 * np.pi, len(_ACOUSTIC_FREQS))
         self._kicks: list[tuple[float, float]] = []  # (model time, step in HWHM)
         self._state_cache: tuple[Any, dict[str, Any]] | None = None
+        #: channel -> (key, Spectrum): the phasor view of each photodiode, kept for one instant
+        self._spectrum_cache: dict[int, tuple[Any, Spectrum]] = {}
         #: channel -> (optics key, first grid index, powers on the grid): see _powers
         self._power_tables: dict[int, tuple[tuple[Any, ...], int, np.ndarray]] = {}
         #: (times, evaluation, key, detuning) of the last long evaluation: see detuning_at
@@ -317,7 +322,7 @@ class FabryPerot(Plant):
             ctx = EvalContext(None, 0.0)
         memo = self._detuning_memo
         key = None
-        if t.size >= POWER_TABLE_MIN and not ctx.overrides and not ctx.ivals:
+        if t.size >= POWER_TABLE_REUSE_MIN and not ctx.overrides and not ctx.ivals:
             # The scope evaluates in1 and in2 at the same times in one evaluation: both see one
             # cavity, computed once (out1 through the PIDs, whose input noise is then drawn once)
             assert self.model is not None
@@ -357,8 +362,8 @@ class FabryPerot(Plant):
         makes dozens), each evaluated at every detuning otherwise.
         """
         x = np.asarray(x, dtype=float)
-        if x.size >= POWER_TABLE_MIN:
-            table = self._power_table(x, state, channel)
+        if x.size >= POWER_TABLE_REUSE_MIN:
+            table = self._power_table(x, state, channel, grow=x.size >= POWER_TABLE_MIN)
             if table is not None:
                 first, values = table
                 pos = x * (1.0 / POWER_TABLE_STEP) - first
@@ -369,8 +374,10 @@ class FabryPerot(Plant):
                 return low + frac * (values[k + 1] - low)
         return self._powers_direct(x, state, channel)
 
-    def _power_table(self, x: np.ndarray, state: dict[str, Any], channel: int) -> tuple[int, np.ndarray] | None:
-        """``(first grid index, powers)`` covering ``x``, or None if its span is too wide.
+    def _power_table(self, x: np.ndarray, state: dict[str, Any], channel: int,
+                     grow: bool = True) -> tuple[int, np.ndarray] | None:
+        """``(first grid index, powers)`` covering ``x``, or None if its span is too wide
+        (or, without ``grow``, if the kept table does not cover it).
 
         Kept per channel while the optics and the modulation stay; a table that
         does not reach far enough grows by whole margins (the missing ends
@@ -388,6 +395,8 @@ class FabryPerot(Plant):
             end = first + len(values)
             if first <= lo and end >= hi:
                 return first, values
+            if not grow:
+                return None
             margin = max(POWER_TABLE_MARGIN, len(values) // 2)
             new_first = min(first, lo - margin) if lo < first else first
             new_end = max(end, hi + margin) if hi > end else end
@@ -398,6 +407,8 @@ class FabryPerot(Plant):
                 values = np.concatenate(parts)
                 self._power_tables[channel] = (key, new_first, values)
                 return new_first, values
+        if not grow:
+            return None
         lo, hi = lo - POWER_TABLE_MARGIN, hi + POWER_TABLE_MARGIN
         values = self._powers_direct(np.arange(lo, hi) * POWER_TABLE_STEP, state, channel)
         self._power_tables[channel] = (key, lo, values)
@@ -458,6 +469,20 @@ class FabryPerot(Plant):
         return v
 
     def _input_spectrum(self, channel: int, ctx: EvalContext) -> Spectrum:
+        """Kept for the instant, as :meth:`_state` (the PIDs' tone averaging, the scope's
+        correction and the PFD each ask), unless out1's or out2's tones are being
+        computed: a nested view then lacks them and is not kept."""
+        assert self.model is not None
+        key = (self.model.version, self.model.clock.now(), len(self._kicks))
+        cached = self._spectrum_cache.get(channel)
+        if cached is not None and cached[0] == key:
+            return cached[1].copy()
+        spectrum = self._input_spectrum_now(channel)
+        if not any(entry[0] is None for entry in self._tones_cache.values()):
+            self._spectrum_cache[channel] = (key, spectrum.copy())
+        return spectrum
+
+    def _input_spectrum_now(self, channel: int) -> Spectrum:
         state = self._state()
         x = state["x"]
         dc = float(self._powers(np.array([x]), state, channel)[0])
