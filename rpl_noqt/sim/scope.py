@@ -110,17 +110,17 @@ class Scope:
     # -- signals ----------------------------------------------------------------------
     def _samples(self, k0: int, k1: int) -> np.ndarray:
         """Volts of both channels for sample indices [k0, k1) of this epoch."""
-        ks = np.arange(k0, k1)
-        t = self.t_arm + np.arange(k0 + 1, k1 + 1) * self.period  # sample_time(ks), one pass less
+        count = k1 - k0
+        t = self.t_arm + np.arange(k0 + 1, k1 + 1) * self.period  # sample_time(k0 .. k1 - 1), one pass less
         bus = self.model.bus
-        out = np.empty((2, len(ks)))
+        out = np.empty((2, count))
         if self.avg and self.dec > 1:
             m = min(self.dec, AVG_SUBSAMPLES)
             offsets = -(np.arange(m) + 0.5) * self.period / m
             tt = (t[:, None] + offsets[None, :]).ravel()
             ctx = EvalContext(self.model.rng, noise_scale=float(np.sqrt(m / self.dec)))
             for ch in (0, 1):
-                out[ch] = bus.input_of(8 + ch, tt, ctx).reshape(len(ks), m).mean(axis=1)
+                out[ch] = bus.input_of(8 + ch, tt, ctx).reshape(count, m).mean(axis=1)
                 out[ch] += self._tone_average_correction(ch, t, offsets)
         else:
             ctx = EvalContext(self.model.rng)
