@@ -183,6 +183,14 @@ class Plant:
         self._tones_cache[channel] = (key, freqs, amps, dc)
         return freqs, amps
 
+    def view_key(self) -> tuple[Any, ...]:
+        """What the phasor view of this plant depends on: the model's version and instant,
+        and which DACs' tones are being computed (a nested view lacks them, :meth:`out_tones`).
+        Views kept under it are computed once per instant and nesting level."""
+        assert self.model is not None
+        nesting = frozenset(ch for ch, entry in self._tones_cache.items() if entry[0] is None)
+        return self.model.version, self.model.clock.now(), nesting
+
     def out_voltage(self, channel: int, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         """DAC ``channel`` in volts at times ``t`` (the caller's loop guards apply)."""
         assert self.model is not None

@@ -76,6 +76,8 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import j0 as _j0
+from scipy.special import j1 as _j1
 
 from .. import filters
 from ..dsp import EvalContext
@@ -107,14 +109,11 @@ POWER_TABLE_MAX = 2**19
 
 
 def bessel_j(n: int, beta: np.ndarray | float) -> np.ndarray:
-    """``J_n(beta)`` for n = 0, 1 from its power series (|beta| < 5: 30 terms are exact to 1e-15)."""
-    b = np.asarray(beta, dtype=float) / 2.0
-    term = b**n / math.factorial(n)
-    total = term.copy() if isinstance(term, np.ndarray) else term
-    for m in range(1, 30):
-        term = -term * b * b / (m * (m + n))
-        total = total + term
-    return total
+    """``J_n(beta)`` for n = 0, 1 (scipy's ``j0``/``j1``: a 30-term series in numpy cost
+    60 array operations, at every instant where out2's tones move, e.g. a PID on it)."""
+    if n not in (0, 1):
+        raise ValueError(f"bessel_j: n must be 0 or 1, got {n!r}")
+    return (_j0 if n == 0 else _j1)(np.asarray(beta, dtype=float))
 
 
 class FabryPerot(Plant):
@@ -147,9 +146,10 @@ class FabryPerot(Plant):
         self._drift_phases = rng.uniform(0, 2 * np.pi, len(_DRIFT_PERIODS))
         self._acoustic_phases = rng.uniform(0, 2 * np.pi, len(_ACOUSTIC_FREQS))
         self._kicks: list[tuple[float, float]] = []  # (model time, step in HWHM)
-        self._state_cache: tuple[Any, dict[str, Any]] | None = None
-        #: channel -> (key, Spectrum): the phasor view of each photodiode, kept for one instant
-        self._spectrum_cache: dict[int, tuple[Any, Spectrum]] = {}
+        #: nesting level -> (view key, state): see _state
+        self._state_cache: dict[frozenset[int], tuple[Any, dict[str, Any]]] = {}
+        #: (channel, nesting level) -> (view key, Spectrum): the phasor view of each photodiode
+        self._spectrum_cache: dict[tuple[int, frozenset[int]], tuple[Any, Spectrum]] = {}
         #: channel -> (optics key, first grid index, powers on the grid): see _powers
         self._power_tables: dict[int, tuple[tuple[Any, ...], int, np.ndarray]] = {}
         #: (times, evaluation, key, detuning) of the last long evaluation: see detuning_at
@@ -335,18 +335,19 @@ class FabryPerot(Plant):
         return x
 
     def _state(self) -> dict[str, Any]:
-        """Detuning, sidebands and PDH phasors of the present state (kept for one instant)."""
-        assert self.model is not None
-        now = self.model.clock.now()
-        key = (self.model.version, now, len(self._kicks))
-        if self._state_cache is not None and self._state_cache[0] == key:
-            return self._state_cache[1]
+        """Detuning, sidebands and PDH phasors of the present state (kept for one instant
+        and nesting level, :meth:`view_key`)."""
+        key = (*self.view_key(), len(self._kicks))
+        now, nesting = key[1], key[2]
+        cached = self._state_cache.get(nesting)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         # the operating point: out1's steady-state (DC) value, tones (a sweep, the NA's) left out
         x = self.hwhm_per_volt * self.out_dc(1) + float(self.disturbance(np.array([now]))[0])
         omega, amps, s, c0, side = self._eom()
         state = {"x": x, "omega": omega, "amps": amps, "s": s, "c0": c0, "side": side}
         state["c"] = self._pdh(np.array([x]), state)[:, 0]
-        self._state_cache = (key, state)
+        self._state_cache[nesting] = (key, state)
         return state
 
     # -- optics ----------------------------------------------------------------------------------
@@ -387,8 +388,11 @@ class FabryPerot(Plant):
         hi = math.ceil(float(np.max(x)) / POWER_TABLE_STEP) + 2
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo > POWER_TABLE_MAX:
             return None
-        key = (self.transmission if channel == 1 else self.reflection, self.eta, self.finesse, state["c0"],
-               np.asarray(state["s"], dtype=float).tobytes(), np.asarray(state["side"], dtype=float).tobytes())
+        modulation = state.get("table_key")
+        if modulation is None:  # the state's part of the key, once per state (every evaluation asks)
+            modulation = state["table_key"] = (state["c0"], np.asarray(state["s"], dtype=float).tobytes(),
+                                               np.asarray(state["side"], dtype=float).tobytes())
+        key = (self.transmission if channel == 1 else self.reflection, self.eta, self.finesse, *modulation)
         cached = self._power_tables.get(channel)
         if cached is not None and cached[0] == key:
             first, values = cached[1], cached[2]
@@ -469,17 +473,15 @@ class FabryPerot(Plant):
         return v
 
     def _input_spectrum(self, channel: int, ctx: EvalContext) -> Spectrum:
-        """Kept for the instant, as :meth:`_state` (the PIDs' tone averaging, the scope's
-        correction and the PFD each ask), unless out1's or out2's tones are being
-        computed: a nested view then lacks them and is not kept."""
-        assert self.model is not None
-        key = (self.model.version, self.model.clock.now(), len(self._kicks))
-        cached = self._spectrum_cache.get(channel)
+        """Kept for the instant and nesting level, as :meth:`_state` (the PIDs' tone
+        averaging and their spectra, the scope's correction and the PFD each ask)."""
+        key = (*self.view_key(), len(self._kicks))
+        slot = (channel, key[2])
+        cached = self._spectrum_cache.get(slot)
         if cached is not None and cached[0] == key:
             return cached[1].copy()
         spectrum = self._input_spectrum_now(channel)
-        if not any(entry[0] is None for entry in self._tones_cache.values()):
-            self._spectrum_cache[channel] = (key, spectrum.copy())
+        self._spectrum_cache[slot] = (key, spectrum.copy())
         return spectrum
 
     def _input_spectrum_now(self, channel: int) -> Spectrum:
