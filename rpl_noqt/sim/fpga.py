@@ -59,8 +59,8 @@ _ASG_OSCILLATOR = (0x10, 0x30)
 def _write_effect(address: int) -> str:
     """What a one-word write at ``address`` can change, for the model's versions (:meth:`FpgaModel._bump`).
 
-    ``"none"``: the scope's registers (it drives no signal: an acquisition's
-    state is the scope's own, brought up to date by :meth:`FpgaModel._freeze_past`);
+    ``"none"``: the scope's registers (it drives no signal, and keeps the samples
+    it has taken itself where its own settings change them: ``Scope.write``);
     ``"tone"``: an oscillator's frequency or phase (IQ 0x104/0x108, ASG steps),
     which moves tones without changing any loop's static response;
     ``"routing"``: the DSP bus (which PIDs move, how they couple);
@@ -161,8 +161,9 @@ class FpgaModel:
             return
         with self.lock, self.clock.held():  # one access, one instant
             self._advance()
-            self._freeze_past()
-            self._pfd_before_write(address)
+            if _write_effect(address) != "none":  # the scope's own registers: it keeps its past itself
+                self._freeze_past()
+                self._pfd_before_write(address)
             self._bump_for(address)
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             self._write_word(address, int(value) & 0xFFFFFFFF)

@@ -332,6 +332,8 @@ class Scope:
         elif offset == 0x20:
             self.hysteresis = value & 0x3FFF
         elif offset == 0x28:
+            if self.armed and bool(value & 1) != self.avg:  # the samples taken so far keep their averaging
+                self._materialize(self._written(now))
             self.avg = bool(value & 1)
         elif offset == 0x90:
             self.deb_len = value & (2**20 - 1)

@@ -170,7 +170,7 @@ def test_asg_ext_positive_edge_starts_a_burst_and_is_debounced(mp, msim):
 
 def test_asg_ext_negative_edge_and_burst_timing_on_the_scope(mp, msim):
     rp = mp.rp
-    asg = _burst_setup(rp, "ext_negative_edge", cycles=1, frequency=100e3)
+    _burst_setup(rp, "ext_negative_edge", cycles=1, frequency=100e3)
     msim.model.set_external_trigger(True)
     msim.clock.advance(1e-3)
     assert not _asg_moving(rp, msim)

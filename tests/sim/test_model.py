@@ -356,6 +356,38 @@ def test_scope_average_is_the_boxcar_over_all_decimated_cycles(m, clock):
     assert np.hypot(c, s) == pytest.approx(amp * boxcar, rel=1.5e-3)  # sub-sampled: +4.5e-3
 
 
+@pytest.mark.parametrize("switch", ["average off", "decimation"])
+def test_scope_samples_taken_keep_their_settings_when_the_scope_is_reconfigured(clock, switch):
+    """Scope register writes do not bring the other blocks up to date (they drive no signal):
+    the scope keeps the samples it has taken itself where its own settings change them.
+    A tone at 0.45 of the decimated Nyquist rate reads differently averaged and not, so
+    samples recomputed with the new setting would differ from the ones read before it."""
+    models = [FpgaModel(seed=0, clock=clock) for _ in range(2)]
+    dec = 256
+    for m in models:
+        start_sine(m, freq=0.45 * 125e6 / dec, amp=0.9)
+        m.write(dsp(8, 0x0), [8])  # scope ch1 <- asg0
+        m.write_word(SCOPE + 0x14, dec)
+        m.write_word(SCOPE + 0x28, 1)  # average
+        m.write_word(SCOPE + 0x10, 2**14)
+        m.write_word(SCOPE, 2)
+        m.write_word(SCOPE, 1)
+        m.write_word(SCOPE + 4, 1)
+    clock.advance(3000 * dec * CYCLE)  # 3000 samples taken, averaged
+    before = models[0].read(SCOPE + 0x10000, 2**14)  # read now: computed with the averaging on
+    taken = int(models[0].read_word(SCOPE + 0x18)) + 1
+    assert 2900 < taken < 3100
+    changed = models[1]
+    if switch == "average off":
+        changed.write_word(SCOPE + 0x28, 0)
+    else:
+        changed.write_word(SCOPE + 0x14, dec // 2)
+    clock.advance(1000 * dec * CYCLE)
+    after = changed.read(SCOPE + 0x10000, 2**14)
+    assert np.array_equal(after[:taken], before[:taken])
+    assert not np.array_equal(after[taken + 10:taken + 500], models[0].read(SCOPE + 0x10000, 2**14)[taken + 10:taken + 500])
+
+
 def test_iq_bandpass_filters_the_noise_it_is_fed(m, clock):
     """ASG noise through an IQ bandpass: the output is the input filtered by the
     same response a tone sees (cross-spectrum at the centre frequency equals the
