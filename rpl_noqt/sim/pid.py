@@ -165,9 +165,28 @@ class Pid(DspBlock):
 
     def output_signal(self, t: np.ndarray, ctx: EvalContext) -> np.ndarray:
         p = self.p_gain
+        ival = self._ival_for(t, ctx)
         if p == 0.0:  # the integrator alone: its input need not be evaluated (through a plant, a second pass)
-            return self.clamp(self._ival_for(t, ctx))
-        return self.clamp(self._ival_for(t, ctx) + p * self.error(t, ctx))
+            return self.clamp(ival)
+        railed = self._railed(ival, p)
+        if railed is not None:  # the same: whatever its input, the output sits on one rail
+            return np.full(np.shape(t), railed)
+        return self.clamp(ival + p * self.error(t, ctx))
+
+    def _railed(self, ival: np.ndarray, p: float) -> float | None:
+        """The output if the integrator alone holds it on one rail over ``ival`` whatever the
+        error, else None.  The error is a difference of two bus signals (14 bits, within
+        [-1, 1) V), so ``p * error`` moves the output by less than ``2 |p|``; the clamp is
+        monotonic while ``out_min <= out_max``.  An integrator wound past a rail (an
+        unlocked loop) then costs no evaluation of its input: through a plant, that is
+        a second pass through the optics for every sample."""
+        if ival.size == 0 or signed(self.out_min, 14) > signed(self.out_max, 14):
+            return None
+        reach = 2.0 * abs(p)
+        low = float(self.clamp(float(np.min(ival)) - reach))
+        if low != float(self.clamp(float(np.max(ival)) + reach)):
+            return None
+        return low
 
     def fallback(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
         return self.clamp(self._ival_for(t, ctx) + self.p_gain * self.last_err)

@@ -175,3 +175,39 @@ def test_upstream_pids_are_stepped_first_and_mutual_ones_together():
     assert [[p.number for p in g] for g, _ in m._active_pids()[2]] == [[0, 1]]
     m.write(dsp(1, 4), [0])  # pid1 drives nothing: it only listens
     assert [[p.number for p in g] for g, _ in m._active_pids()[2]] == [[0], [1]]
+
+
+@pytest.mark.parametrize("ival, railed", [(3.0, True), (-3.0, True), (0.05, False), (0.55, False)])
+def test_a_pid_held_on_a_rail_by_its_integrator_skips_its_input_exactly(ival, railed):
+    """A PID whose integrator alone keeps its output on a rail whatever the error (the
+    error is within 2 V on the bus) is not evaluated through its input
+    (``Pid._railed``): the output is the same as with the evaluation, and where
+    ``p * error`` could reach back off the rail the evaluation still happens."""
+    clock = ManualClock(1.0)
+    m = FpgaModel(seed=0, clock=clock)
+    m.attach_plant(make_plant("fabry-perot"))
+    for address, value in ((dsp(0, 0x0), 10), (dsp(0, 0x4), 1),  # pid0: in1 -> out1, through the cavity
+                           (dsp(0, 0x108), _gain(0.2)), (dsp(0, 0x128), _code(0.6)), (dsp(0, 0x124), _code(-0.6)),
+                           (dsp(0, 0x100), round(ival * 2**13) & 0xFFFF)):  # the integrator: 16 bits
+        m.write_word(address, value)
+    clock.advance(1e-3)
+    pid = m.bus.blocks[0]
+    t = 1.001 + np.arange(64) * 1e-6
+    calls = []
+    original = pid.error
+
+    def counted(times, ctx):
+        calls.append(len(times))
+        return original(times, ctx)
+
+    pid.error = counted
+    assert pid.ival == pytest.approx(ival, abs=2e-4)
+    with m.lock, clock.held():
+        fast = pid.output_signal(t, EvalContext(None, 0.0))
+        assert (len(calls) == 0) is railed
+        pid._railed = lambda ival, p: None
+        full = pid.output_signal(t, EvalContext(None, 0.0))
+    assert calls  # the full evaluation went through the input
+    np.testing.assert_array_equal(fast, full)
+    if railed:
+        assert np.all(full == full[0]) and full[0] == pytest.approx(0.6 if ival > 0 else -0.6, abs=2e-4)
