@@ -31,7 +31,7 @@ import numpy as np
 
 from .dsp import EvalContext
 from .edges import schmitt
-from .signals import CODES_PER_VOLT, CYCLE, phasor_sum, signed, volts_to_code
+from .signals import CODES_PER_VOLT, CYCLE, phasor_sum, signed, significant, volts_to_code
 
 if TYPE_CHECKING:
     from .fpga import FpgaModel
@@ -150,7 +150,7 @@ class Scope:
         g_dec = g_dec * np.exp(-1j * x * dec)
         g_sub = np.exp(1j * np.outer(w, offsets)).mean(axis=1)
         coef = s.amps * (g_dec - g_sub)
-        keep = np.abs(coef) > 1e-12
+        keep = significant(coef)
         if not keep.any():
             return np.zeros(len(t))
         return phasor_sum(t, w[keep], coef[keep], real=True)

@@ -148,6 +148,26 @@ _CONSTANT_MAX = 4096
 _DIRECT_SLICE = 2**16
 
 
+#: what the tones left out of a time-domain sum may add up to at most (V): a thousandth of a
+#: 14-bit code (:func:`significant`)
+NEGLIGIBLE_VOLTS = 1e-3 / CODES_PER_VOLT
+
+
+def significant(coefs: np.ndarray, budget: float = NEGLIGIBLE_VOLTS) -> np.ndarray:
+    """Mask of the tones to sum: all but the smallest, whose amplitudes together stay within
+    ``budget`` (so the sum moves by at most that much).  A generator's table makes dozens
+    of quantisation spurs of microvolts; a correction term (a tone's part that a filter or
+    an average takes away) is tiny for every slow tone: each costs a pass over the times."""
+    mags = np.abs(np.asarray(coefs))
+    keep = mags > 0
+    if not len(mags):
+        return keep
+    order = np.argsort(mags, kind="stable")
+    dropped = int(np.searchsorted(np.cumsum(mags[order]), budget, side="right"))
+    keep[order[:dropped]] = False
+    return keep
+
+
 def phasor_sum(t: np.ndarray, omegas: np.ndarray, coefs: np.ndarray, *,
                grid: tuple[float, float] | None = None, real: bool = False) -> np.ndarray:
     """``sum_j coefs[j] * exp(1j * omegas[j] * t)`` (its real part with ``real``), shape of ``t``.

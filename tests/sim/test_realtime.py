@@ -20,7 +20,16 @@ pytest.importorskip("scipy.signal")  # imported here, not inside a timed access 
 from rpl_noqt.sim import FpgaModel, ManualClock
 from rpl_noqt.sim.pfd import _negative_cycles
 from rpl_noqt.sim.plants import make_plant
-from rpl_noqt.sim.signals import CYCLE, Spectrum, dot, grid_phasor_sum, one_blas_thread, phasor_sum
+from rpl_noqt.sim.signals import (
+    CYCLE,
+    NEGLIGIBLE_VOLTS,
+    Spectrum,
+    dot,
+    grid_phasor_sum,
+    one_blas_thread,
+    phasor_sum,
+    significant,
+)
 
 SCOPE = 0x40100000
 ASG = 0x40200000
@@ -286,3 +295,29 @@ def test_write_word_is_a_write_of_one_word():
     assert models[0][1][7] == 1234
     assert models[0][2][0] != 0  # pid0 integrated
     assert np.count_nonzero(models[0][0]) > 1000  # the scope saw the generator
+
+
+def test_significant_leaves_out_only_tones_that_together_stay_within_the_budget():
+    """``significant`` drops the smallest tones while their amplitudes add up to at most the
+    budget (a thousandth of a code by default): the sum over the kept tones is within
+    that of the full sum everywhere, and a tone above the budget is always kept."""
+    rng = np.random.default_rng(5)
+    spurs = rng.uniform(0.5, 1.5, 60) * 1e-9 * np.exp(1j * rng.uniform(0, 2 * np.pi, 60))  # 6e-8 V together
+    big = np.array([0.3, 2e-4j, NEGLIGIBLE_VOLTS * 1.01])
+    coefs = np.concatenate([spurs[:30], big, spurs[30:]])
+    omegas = 2 * np.pi * rng.uniform(1e3, 5e6, len(coefs))
+    for budget in (NEGLIGIBLE_VOLTS, 1e-5, 0.0):
+        keep = significant(coefs, budget)
+        dropped = np.abs(coefs[~keep])
+        assert dropped.sum() <= budget
+        if budget == NEGLIGIBLE_VOLTS:
+            assert keep[30:33].all() and not keep[:30].any() and not keep[33:].any()  # every spur, no tone
+        if len(dropped):
+            assert dropped.max() <= np.abs(coefs[keep]).min()
+        t = 1.0 + np.arange(4096) * 8e-9 * 37
+        full = phasor_sum(t, omegas, coefs, real=True)
+        kept = phasor_sum(t, omegas[keep], coefs[keep], real=True)
+        assert np.max(np.abs(full - kept)) <= budget + 1e-15
+    assert significant(coefs).sum() < len(coefs)  # the default budget does leave spurs out
+    assert significant(coefs, 0.0).all()
+    assert len(significant(np.zeros(0, dtype=complex))) == 0

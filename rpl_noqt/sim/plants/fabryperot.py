@@ -82,7 +82,7 @@ from scipy.special import j1 as _j1
 from .. import filters
 from ..dsp import EvalContext
 from ..iq import INPUT_FILTER, PIPELINE_CYCLES
-from ..signals import CYCLE, Spectrum, phasor_sum, sat_volts
+from ..signals import CYCLE, Spectrum, phasor_sum, sat_volts, significant
 from .base import Plant, check_number
 
 #: the speed of light as PyRPL's FabryPerot.free_spectral_range takes it (2.998e8), so that the
@@ -312,7 +312,9 @@ class FabryPerot(Plant):
         freqs, amps = self.out_tones(1)
         if len(freqs):
             coef = (self.piezo_response(freqs) - 1.0) * amps
-            u = u + phasor_sum(t, 2 * np.pi * freqs, coef, real=True)
+            keep = significant(coef)  # what the piezo filters away: out1's spurs (microvolts) left out
+            if keep.any():
+                u = u + phasor_sum(t, 2 * np.pi * freqs[keep], coef[keep], real=True)
         return u
 
     def detuning_at(self, t: np.ndarray, ctx: EvalContext | None = None) -> np.ndarray:
