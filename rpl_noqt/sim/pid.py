@@ -210,8 +210,11 @@ class Pid(DspBlock):
         return h
 
     def signal_spectrum(self, ctx: EvalContext) -> Spectrum:
-        s = self.model.bus.input_spectrum(self.number, ctx)
         p = self.p_gain
+        railed = self._railed(np.array([self.ival]), p)
+        if railed is not None:  # held on a rail: no tone or noise of the input gets through the clamp
+            return Spectrum(dc=railed)
+        s = self.model.bus.input_spectrum(self.number, ctx)
         out = Spectrum(freqs=s.freqs.copy(), amps=s.amps * self.tone_response(s.freqs), noise=abs(p) * s.noise)
         out.dc = float(self.clamp(self.ival + p * (s.dc - self.setpoint)))
         return out

@@ -207,7 +207,16 @@ def test_a_pid_held_on_a_rail_by_its_integrator_skips_its_input_exactly(ival, ra
         assert (len(calls) == 0) is railed
         pid._railed = lambda ival, p: None
         full = pid.output_signal(t, EvalContext(None, 0.0))
+        del pid._railed  # the class's own again
     assert calls  # the full evaluation went through the input
     np.testing.assert_array_equal(fast, full)
     if railed:
         assert np.all(full == full[0]) and full[0] == pytest.approx(0.6 if ival > 0 else -0.6, abs=2e-4)
+    asked = []
+    original_spectrum = m.bus.input_spectrum
+    m.bus.input_spectrum = lambda *args: asked.append(args) or original_spectrum(*args)
+    with m.lock, clock.held():  # the phasor view agrees: a railed output passes nothing of its input
+        view = m.bus.blocks[0].signal_spectrum(EvalContext(None, 0.0))
+    assert (len(asked) == 0) is railed
+    if railed:
+        assert view.dc == full[0] and len(view.freqs) == 0 and view.noise == 0.0
