@@ -232,3 +232,43 @@ def test_sim_cli_serves_a_plant_and_its_config():
     bad = subprocess.run([sys.executable, "-m", "rpl_noqt.cli", "sim", "--port", "0", "--plant", "low-pass",
                           "--plant-param", "cutof=1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown low-pass parameter(s) ['cutof']" in bad.stderr
+
+
+def test_a_nested_phasor_view_linearises_around_the_last_operating_point():
+    """While out1's tones are being computed, the plant's view of its own input (asked by
+    a PID that drives out1 from in1) cannot know out1 yet: it linearises around the DC
+    out1 had at the last instant, not around 0 V (which put the view of a cavity held
+    0.3 V up the piezo 5.6 linewidths away from where it is)."""
+    from rpl_noqt.sim import FpgaModel, ManualClock
+
+    clock = ManualClock(1.0)
+    model = FpgaModel(seed=0, clock=clock)
+    plant = make_plant("fabry-perot", drift=0.0, acoustic=0.0)
+    model.attach_plant(plant)
+    dsp = 0x40300000
+    for address, value in ((dsp + 0x0, 10), (dsp + 0x4, 1), (dsp + 0x108, round(0.05 * 2**12)),  # pid0: in1 -> out1, P only
+                           (dsp + 0x100, round(0.3 * 2**13))):  # its integrator holds out1 near 0.3 V
+        model.write_word(address, value)
+    seen = []
+    outer = type(plant)._input_spectrum_now
+
+    def watched(self, channel):
+        seen.append((bool(self.view_key()[2]), self._state()["x"]))
+        return outer(self, channel)
+
+    plant._input_spectrum_now = watched.__get__(plant)
+    for _ in range(3):  # the first instant has no last DC yet (0 V); the next ones have
+        clock.advance(1e-3)
+        with model.lock, model.clock.held():
+            plant._state()
+            plant._input_spectrum(1, None)
+    nested = [x for inner, x in seen if inner]
+    full = [x for inner, x in seen if not inner]
+    assert len(nested) >= 2 and full
+    dc = plant.out_dc(1)
+    assert 0.25 < dc < 0.35
+    assert full[-1] == pytest.approx(plant.hwhm_per_volt * dc, abs=1e-6)
+    # the last instant's DC; the first one's came from the 0 V view (in1 on resonance, 40 mV
+    # more through the P gain), the next ones from views at the right operating point
+    assert nested[-1] == pytest.approx(full[-1], abs=0.01)
+    assert nested[0] == pytest.approx(0.0, abs=1e-9)  # no DC known yet at the first instant

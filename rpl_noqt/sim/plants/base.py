@@ -160,7 +160,10 @@ class Plant:
         Computed from a fresh evaluation (no re-entry guards of the caller) and
         kept until the next register write or the next instant: a plant reads
         them at every evaluation.  While they are being computed, a nested
-        request (a module whose input is this plant's output) gets no tones.
+        request (a module whose input is this plant's output) gets no tones,
+        and :meth:`out_dc` the last DC computed (the operating point a nested
+        view linearises around; 0 V before, which put a locked cavity's nested
+        view many linewidths off its resonance).
         """
         assert self.model is not None
         key = (self.model.version, self.model.clock.now())
@@ -169,7 +172,8 @@ class Plant:
             return cached[1], cached[2]
         if cached is not None and cached[0] is None:  # being computed: a nested request
             return np.zeros(0), np.zeros(0, dtype=complex)
-        self._tones_cache[channel] = (None, np.zeros(0), np.zeros(0, dtype=complex), 0.0)
+        last_dc = cached[3] if cached is not None else 0.0
+        self._tones_cache[channel] = (None, np.zeros(0), np.zeros(0, dtype=complex), last_dc)
         try:
             s = self.model.bus.out_spectrum(channel, EvalContext(None, 0.0))
             dc = float(np.clip(s.dc, -1.0, 1.0))
