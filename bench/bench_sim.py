@@ -40,10 +40,12 @@ access, the same work on every run (a live session's work depends on how
 long its accesses took, and this shared machine's speed moves by up to 40 %
 between runs), for the cables, the plant and the coupled PIDs.
 
-In these sessions the two PIDs wind to their rails (the cavity's
+In the live sessions the two PIDs wind to their rails (the cavity's
 transmission and reflection never reach their setpoint of 0): a locked
 loop's PID in its linear range also costs the second pass through the
-optics that a railed one skips (``Pid._railed``), about 10 % more.
+optics and its input's tones in the phasor view, which a railed one skips
+(``Pid._railed``); the ``stepped`` session also runs the plant with both
+PIDs held in their linear range (slow integrators from 0.1 V).
 
 Goals (issue 13): round trips >= 0.9x the echo, curves >= 0.5x the echo,
 p99 of the busy session <= 5 ms.  ``--sessions`` picks some of
@@ -343,11 +345,15 @@ def plant_curve_read(rounds: int) -> list[float]:
     return times
 
 
-def stepped_session(plant: str | None, coupled: bool, points: int = 150, gap: float = 1.5e-3) -> list[float]:
+def stepped_session(plant: str | None, coupled: bool, points: int = 150, gap: float = 1.5e-3,
+                    linear: bool = False) -> list[float]:
     """The model's CPU time (s) for each access of ``busy_session``'s sequence on a hand-stepped
     clock (``gap`` of model time after each access), called in this thread: the same work
     on every run, so it shows what the model costs free of the machine's timing noise
-    (a live session's work depends on how long its accesses took)."""
+    (a live session's work depends on how long its accesses took).  ``linear``: both
+    PIDs start at 0.1 V and integrate at 1/s, so they stay in their linear range (a
+    locked loop's cost: the P term's pass through the optics, the input's tones
+    through the phasor view) instead of winding to their rails."""
     from rpl_noqt.sim import FpgaModel, ManualClock
     from rpl_noqt.sim.plants import make_plant
 
@@ -371,6 +377,10 @@ def stepped_session(plant: str | None, coupled: bool, points: int = 150, gap: fl
     _everything_running(c)
     if coupled:
         c.write(DSP + 0x10004, 2)
+    if linear:
+        for n in range(2):
+            c.write(DSP + 0x10000 * n + 0x10C, int(1.0 / 125e6 * 2**32))  # 1/s: a few mV over the session
+            c.write(DSP + 0x10000 * n + 0x100, round(0.1 * 2**13))
     clock.advance(0.5)
     model.advance()
     times: list[float] = []
@@ -471,9 +481,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if "stepped" in sessions:
         rows, ratios = [], []
-        for label, plant, coupled in (("cables", None, False), ("Fabry-Perot plant", "fabry-perot", False),
-                                      ("plant, PIDs coupled", "fabry-perot", True)):
-            runs = [stepped_session(plant, coupled) for _ in range(min(args.rounds, 3))]
+        for label, plant, coupled, linear in (
+                ("cables", None, False, False), ("Fabry-Perot plant", "fabry-perot", False, False),
+                ("plant, PIDs coupled", "fabry-perot", True, False),
+                ("plant, PIDs in their linear range", "fabry-perot", False, True),
+                ("plant, coupled PIDs in their linear range", "fabry-perot", True, True)):
+            runs = [stepped_session(plant, coupled, linear=linear) for _ in range(min(args.rounds, 3))]
             p99s = [_pct(r, 99) for r in runs]
             best = min(runs, key=sum)  # the least disturbed run
             rows.append((f"{label}: {len(best)} accesses", f"p99 {_pct(best, 99) * 1e3:.2f} ms",
