@@ -63,6 +63,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -268,36 +269,39 @@ def _everything_running(c: Client) -> None:
         c.write(address, value)
 
 
+def _point_accesses(c, point: int) -> list[tuple[Any, tuple[int, ...]]]:
+    """The accesses of the busy session's NA point number ``point``, in order, as
+    ``(function, args)`` on client ``c``: the point's frequency and its result, a scope
+    curve every fifth point while the sweep goes on, then the PIDs and the sampler."""
+    accesses: list[tuple[Any, tuple[int, ...]]] = [
+        (c.write, (DSP + 0x50108, int((1e4 + 3e4 * (point % 30)) / 125e6 * 2**32))),  # NA point
+        (c.read, (DSP + 0x50140, 4)),
+    ]
+    if point % 5 == 0:
+        accesses += [(c.write, (SCOPE, 2)), (c.write, (SCOPE, 1)), (c.write, (SCOPE + 0x4, 1)),
+                     (c.read, (SCOPE,)), (c.read, (SCOPE + 0x1C,)),
+                     (c.read, (SCOPE + 0x10000, 2**14)), (c.read, (SCOPE + 0x20000, 2**14))]
+    accesses += [(c.read, (DSP + 0x100,)), (c.read, (DSP + 0x10100,)),  # pid ivals
+                 (c.read, (DSP + 0x60010,))]  # sampler: iq1
+    return accesses
+
+
 def busy_session(port: int, seconds: float) -> list[float]:
     """Round-trip times (s) of every access of a session that sweeps the NA point by
     point, takes scope curves and reads PIDs and the sampler, for ``seconds``."""
     c = Client(port)
     times: list[float] = []
-
-    def timed(func, *args):
-        t0 = time.perf_counter()
-        func(*args)
-        times.append(time.perf_counter() - t0)
-
     try:
         point = 0
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             point += 1
-            timed(c.write, DSP + 0x50108, int((1e4 + 3e4 * (point % 30)) / 125e6 * 2**32))  # NA point
-            time.sleep(1.1e-4)  # its 100 sleep cycles + 12500 averages
-            timed(c.read, DSP + 0x50140, 4)
-            if point % 5 == 0:  # a scope curve now and then, while the sweep goes on
-                timed(c.write, SCOPE, 2)
-                timed(c.write, SCOPE, 1)
-                timed(c.write, SCOPE + 0x4, 1)
-                timed(c.read, SCOPE)
-                timed(c.read, SCOPE + 0x1C)
-                timed(c.read, SCOPE + 0x10000, 2**14)
-                timed(c.read, SCOPE + 0x20000, 2**14)
-            for n in range(2):
-                timed(c.read, DSP + 0x10000 * n + 0x100)  # pid ival
-            timed(c.read, DSP + 0x60010)  # sampler: iq1
+            for i, (func, args) in enumerate(_point_accesses(c, point)):
+                t0 = time.perf_counter()
+                func(*args)
+                times.append(time.perf_counter() - t0)
+                if i == 0:
+                    time.sleep(1.1e-4)  # the NA point's 100 sleep cycles + 12500 averages
         return times
     finally:
         c.close()
@@ -392,16 +396,8 @@ def stepped_session(plant: str | None, coupled: bool, points: int = 150, gap: fl
         clock.advance(gap)
 
     for point in range(1, points + 1):
-        timed(c.write, DSP + 0x50108, int((1e4 + 3e4 * (point % 30)) / 125e6 * 2**32))
-        timed(c.read, DSP + 0x50140, 4)
-        if point % 5 == 0:
-            for address, value in ((SCOPE, 2), (SCOPE, 1), (SCOPE + 0x4, 1)):
-                timed(c.write, address, value)
-            for address, count in ((SCOPE, 1), (SCOPE + 0x1C, 1), (SCOPE + 0x10000, 2**14), (SCOPE + 0x20000, 2**14)):
-                timed(c.read, address, count)
-        for n in range(2):
-            timed(c.read, DSP + 0x10000 * n + 0x100)
-        timed(c.read, DSP + 0x60010)
+        for func, args in _point_accesses(c, point):
+            timed(func, *args)
     return times
 
 

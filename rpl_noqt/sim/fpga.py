@@ -57,7 +57,7 @@ _ASG_OSCILLATOR = (0x10, 0x30)
 
 
 def _write_effect(address: int) -> str:
-    """What a one-word write at ``address`` can change, for the model's versions (:meth:`FpgaModel._bump`).
+    """What a one-word write at ``address`` can change (:meth:`FpgaModel._before_write`).
 
     ``"none"``: the scope's registers (it drives no signal, and keeps the samples
     it has taken itself where its own settings change them: ``Scope.write``);
@@ -132,12 +132,7 @@ class FpgaModel:
         values = np.asarray(values, dtype=np.uint64).astype(np.int64)
         with self.lock, self.clock.held():  # one access, one instant
             self._advance()
-            self._freeze_past()
-            self._pfd_before_write(address & 0xFFFFFFFF)
-            if len(values) == 1:
-                self._bump_for(address & 0xFFFFFFFF)
-            else:
-                self._bump(_reaches_dsp(address, len(values)))
+            self._before_write(address & 0xFFFFFFFF, len(values))
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             i, count = 0, len(values)
             while i < count:
@@ -161,10 +156,7 @@ class FpgaModel:
             return
         with self.lock, self.clock.held():  # one access, one instant
             self._advance()
-            if _write_effect(address) != "none":  # the scope's own registers: it keeps its past itself
-                self._freeze_past()
-                self._pfd_before_write(address)
-            self._bump_for(address)
+            self._before_write(address, 1)
             pin = self.dio.pin() if address & 0xFFF00000 == HK_BASE else None
             self._write_word(address, int(value) & 0xFFFFFFFF)
             if pin is not None and self.dio.pin() != pin:  # housekeeping drives DIO0_P: an external trigger edge
@@ -288,11 +280,21 @@ class FpgaModel:
         if routing:
             self._routing_version += 1
 
-    def _bump_for(self, address: int) -> None:
-        """:meth:`_bump` for a one-word write at ``address`` (:func:`_write_effect`)."""
-        effect = _write_effect(address)
-        if effect != "none":
-            self._bump(routing=effect == "routing", tone=effect == "tone")
+    def _before_write(self, address: int, count: int) -> None:
+        """What a write of ``count`` words from ``address`` needs before it is applied: the
+        past kept (the lazily evaluated blocks, the PFDs) and the versions bumped, as far
+        as the write can change the signals (:func:`_write_effect`; a block of words
+        counts as the DSP bus if it reaches it, else as signals).  The scope's own
+        registers need neither: it keeps its past itself."""
+        if count == 1:
+            effect = _write_effect(address)
+        else:
+            effect = "routing" if _reaches_dsp(address, count) else "signals"
+        if effect == "none":
+            return
+        self._freeze_past()
+        self._pfd_before_write(address)
+        self._bump(routing=effect == "routing", tone=effect == "tone")
 
     # -- time ----------------------------------------------------------------------------
     @property

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import filters
-from .signals import CYCLE, Spectrum
+from .signals import CYCLE, Spectrum, significant
 
 if TYPE_CHECKING:
     from .iq import Iq
@@ -218,16 +218,12 @@ def _negative_cycles(s: Spectrum, first: int, count: int) -> np.ndarray:
     times = np.arange(first, first + count) * CYCLE
     grid = (first * CYCLE, CYCLE)
     mags = np.abs(np.asarray(s.amps))
-    order = np.argsort(mags, kind="stable")
-    budget = np.cumsum(mags[order])
-    n_small = int(np.searchsorted(budget, SMALL_TONES, side="right"))
-    if n_small == 0:
+    big = significant(mags, SMALL_TONES)
+    if big.all():
         return np.round(s.evaluate(times, grid=grid) * 2.0**13) < 0
-    big = np.ones(len(mags), dtype=bool)
-    big[order[:n_small]] = False
     y = Spectrum(dc=s.dc, freqs=np.asarray(s.freqs)[big], amps=np.asarray(s.amps)[big]).evaluate(times, grid=grid)
     y *= 2.0**13
-    bound = float(budget[n_small - 1]) * 2.0**13 + 1e-6  # the small tones' most, and float rounding
+    bound = float(mags[~big].sum()) * 2.0**13 + 1e-6  # the small tones' most, and float rounding
     unsure = np.flatnonzero(np.abs(y + 0.5) <= bound)
     if len(unsure) > max(64, count // (2 * len(mags))):  # one by one would cost more than the grid
         return np.round(s.evaluate(times, grid=grid) * 2.0**13) < 0
